@@ -1,0 +1,29 @@
+# Two commands for a fresh machine:
+#   make reproduce   set up .venv, then run every notebook in order at the default profile (papermill)
+#   make test        set up .venv, then the whole test suite (pytest + papermill smoke runs + nbval)
+# The data root comes from INTERPRETGAN_DATA (else ./data); artifacts go to INTERPRETGAN_ARTIFACTS (else ./artifacts).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+KERNEL := interpretgan
+
+.PHONY: setup reproduce test clean-venv
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+reproduce: $(STAMP)
+	$(BIN)/python -m interpretgan.reproduce --profile default $(ARGS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

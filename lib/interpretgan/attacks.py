@@ -1,0 +1,195 @@
+"""l_inf attacks: FGSM, PGD-k with random start, and momentum PGD (M-PGD) as the paper's authors define it.
+
+Who should use it: anything that needs adversarial examples. Every attack is one small class with
+its settings on construction and one call shape, ``attack(model, x, y) -> x_adv``, batched and on
+whatever device ``x`` lives on. Attacks never change the model's train/eval mode: evaluate in
+``model.eval()`` (``run_attack`` does).
+
+Example::
+
+    >>> atk = PGD(eps=0.3, alpha=0.01, steps=40)
+    >>> x_adv = atk(model, x, y)            # same shape as x, |x_adv - x| <= eps, in [0, 1]
+    >>> atk = make_attack("mpgd40", eps="8/255")
+
+Arguments common to all: ``eps`` (l_inf radius, in pixel units of images scaled to [0, 1]).
+Shape: x (N, C, H, W) in [0, 1], y (N,) int64; returns x_adv (N, C, H, W) in [0, 1].
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .params import parse_epsilon
+
+#: Default PGD step size per dataset (the authors' ATTA evaluation code: 0.01 on MNIST).
+DEFAULT_STEP = {"mnist": 0.01, "cifar10": 0.003}
+ATTACK_FORMS = ("fgsm", "pgd<k>", "mpgd<k>")
+_NAME = re.compile(r"^(fgsm|pgd(\d+)|mpgd(\d+))$")
+
+
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy with respect to the input (model weights untouched)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = F.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, [x])
+    return grad
+
+
+def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """Clip ``x_adv`` into the l_inf ball of radius ``eps`` around ``x`` and into [0, 1]."""
+    return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
+
+
+class FGSM:
+    """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1].
+
+    Arguments: eps (float or "a/b" string).
+    """
+
+    def __init__(self, eps: float | str = 0.3):
+        self.eps = parse_epsilon(eps)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        grad = _input_grad(model, x, y)
+        return (x + self.eps * grad.sign()).clamp_(0.0, 1.0).detach()
+
+    def __repr__(self) -> str:
+        return f"FGSM(eps={self.eps:g})"
+
+
+class PGD:
+    """Projected gradient descent (Madry et al.), l_inf, k steps of size alpha, random start.
+
+    Arguments:
+        eps: l_inf radius (float or "a/b" string).
+        alpha: step size (0.01 on MNIST in the authors' code).
+        steps: number of steps k.
+        random_start: start from x + uniform(-eps, eps) (clipped to [0, 1]).
+    """
+
+    momentum = False
+
+    def __init__(self, eps: float | str = 0.3, alpha: float = 0.01, steps: int = 40, random_start: bool = True):
+        self.eps, self.alpha, self.steps, self.random_start = parse_epsilon(eps), float(alpha), int(steps), random_start
+        if self.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.detach()
+        x_adv = x.clone()
+        if self.random_start:
+            x_adv = (x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0.0, 1.0)
+        g = torch.zeros_like(x)
+        for _ in range(self.steps):
+            grad = _input_grad(model, x_adv, y)
+            if self.momentum:  # M-PGD: sign of the running sum of raw gradients
+                g = g + grad
+                grad = g
+            x_adv = _project(x_adv + self.alpha * grad.sign(), x, self.eps)
+        return x_adv.detach()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(eps={self.eps:g}, alpha={self.alpha:g}, steps={self.steps}, "
+                f"random_start={self.random_start})")
+
+
+class MPGD(PGD):
+    """Momentum PGD as the paper's authors define it (their ATTA code): each step moves by
+    alpha * sign(g) with g the running *sum of raw input gradients* (no normalisation, no decay:
+    not MI-FGSM). Same arguments as :class:`PGD`."""
+
+    momentum = True
+
+
+def make_attack(name: str, eps: float | str = 0.3, dataset: str = "mnist", alpha: float | None = None):
+    """An attack from its short name: ``fgsm``, ``pgd<k>`` (e.g. pgd40) or ``mpgd<k>`` (e.g. mpgd40).
+
+    The step size defaults to the authors' value for the dataset (``DEFAULT_STEP``).
+    """
+    m = _NAME.match(str(name).strip().lower())
+    if not m:
+        raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} (k a positive integer), got {name!r}")
+    alpha = DEFAULT_STEP[dataset] if alpha is None else alpha
+    if m.group(1) == "fgsm":
+        return FGSM(eps)
+    if m.group(2):
+        return PGD(eps, alpha=alpha, steps=int(m.group(2)))
+    return MPGD(eps, alpha=alpha, steps=int(m.group(3)))
+
+
+@dataclass
+class AttackResult:
+    """Outcome of one attack over a dataset (all tensors on the CPU, in dataset order)."""
+
+    name: str
+    labels: torch.Tensor
+    pred_clean: torch.Tensor
+    pred_adv: torch.Tensor
+    x_adv: torch.Tensor | None = None
+
+    @property
+    def clean_accuracy(self) -> float:
+        return (self.pred_clean == self.labels).sum().item() / len(self.labels)
+
+    @property
+    def robust_accuracy(self) -> float:
+        """Fraction of images whose adversarial version is still classified correctly."""
+        return (self.pred_adv == self.labels).sum().item() / len(self.labels)
+
+
+def run_attack(model: nn.Module, attack, dataset, batch_size: int = 500, device: str | torch.device = "cpu",
+               keep_images: bool = False, progress: bool = True, name: str | None = None) -> AttackResult:
+    """Attack every image of ``dataset`` (an :class:`~interpretgan.data.ImageSet`) in eval mode.
+
+    Returns an :class:`AttackResult` with clean and adversarial predictions, and the adversarial
+    images (float in [0, 1], on the CPU) when ``keep_images``.
+    """
+    was_training = model.training
+    model.eval()
+    preds_c, preds_a, advs = [], [], []
+    name = name or repr(attack)
+    try:
+        batches = dataset.batches(batch_size, device=device)
+        for x, y, _ in tqdm(batches, total=dataset.n_batches(batch_size), desc=name, disable=not progress):
+            x_adv = attack(model, x, y)
+            with torch.no_grad():
+                preds_c.append(model(x).argmax(1).cpu())
+                preds_a.append(model(x_adv).argmax(1).cpu())
+            if keep_images:
+                advs.append(x_adv.cpu())
+    finally:
+        model.train(was_training)
+    return AttackResult(name, dataset.labels.clone(), torch.cat(preds_c), torch.cat(preds_a),
+                        torch.cat(advs) if keep_images else None)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device: str | torch.device = "cpu") -> float:
+    """Clean accuracy (fraction in [0, 1]) of ``model`` on an ImageSet, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for x, y, _ in dataset.batches(batch_size, device=device):
+        correct += int((model(x).argmax(1) == y).sum())
+    model.train(was_training)
+    return correct / len(dataset)
+
+
+def misclassification_matrix(labels: torch.Tensor, pred_adv: torch.Tensor, num_classes: int = 10) -> np.ndarray:
+    """Row-normalised matrix M[true, adversarial] over the misclassified images (paper's Figure 7).
+
+    Each row sums to 1 over the adversarial labels of that true label's misclassified images (a row
+    with none is all zero); the diagonal is zero.
+    """
+    wrong = labels != pred_adv
+    m = np.zeros((num_classes, num_classes))
+    np.add.at(m, (labels[wrong].numpy(), pred_adv[wrong].numpy()), 1)
+    rows = m.sum(1, keepdims=True)
+    return np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)

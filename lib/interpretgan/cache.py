@@ -1,0 +1,138 @@
+"""The artifact cache: every result stored under a key made from every setting that changes it.
+
+Who should use it: the builders in :mod:`interpretgan.zoo` (and later the GAN fitting), never a
+notebook directly. A changed setting gives a new key, so a stale model is never loaded.
+
+- ``entry(kind, settings)``: the folder ``<artifacts>/<kind>/<key>/`` for those settings, with a
+  ``settings.json`` beside the files so a human can see what a folder holds.
+- ``atomic_path(path)``: write to a temporary file, then rename, so a killed run leaves either the
+  old file or the new one, never a broken one.
+- Checkpoints are ``torch.save`` files read back with ``weights_only=True`` (never unpickled), or
+  safetensors.
+- Shipped weights: ``weights/MANIFEST.json`` maps file names to their cache key, settings and
+  SHA-256; :func:`shipped` returns a file only when its key matches and its hash checks out.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import paths
+
+MANIFEST = "MANIFEST.json"
+
+
+def settings_key(settings: dict[str, Any]) -> str:
+    """A 16-hex-digit key from a JSON-serialisable settings dict (order of keys does not matter)."""
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def entry(kind: str, settings: dict[str, Any]) -> Path:
+    """The cache folder for ``settings`` under ``<artifacts>/<kind>/``, created with its settings.json."""
+    folder = paths.artifacts_root() / kind / settings_key(settings)
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "settings.json"
+    if not info.exists():
+        write_json(info, settings)
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``, else remove it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
+    """Save a checkpoint (tensors, numbers, strings, lists, dicts) atomically with torch.save."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code (weights_only=True)."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Save a state dict as safetensors, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
+    """Load a safetensors state dict, floating tensors cast to ``dtype`` (None keeps them)."""
+    sd = load_file(str(path))
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
+    return sd
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(weights_dir: Path | None = None) -> dict[str, Any]:
+    """The shipped-weights manifest: ``{"files": {name: {"key", "settings", "sha256", ...}}}``."""
+    f = (weights_dir or paths.WEIGHTS_DIR) / MANIFEST
+    return json.loads(f.read_text()) if f.is_file() else {"files": {}}
+
+
+def shipped(key: str, weights_dir: Path | None = None) -> Path | None:
+    """The shipped weights file whose cache key is ``key``, or None; raises if its SHA-256 is wrong."""
+    weights_dir = weights_dir or paths.WEIGHTS_DIR
+    for name, info in read_manifest(weights_dir)["files"].items():
+        if info.get("key") == key:
+            f = weights_dir / name
+            if not f.is_file():
+                return None
+            digest = sha256_file(f)
+            if digest != info["sha256"]:
+                raise ValueError(f"shipped weights {f} fail their SHA-256 check ({digest} != {info['sha256']}); "
+                                 f"restore the file from git or run with retrain=True")
+            return f
+    return None
+
+
+def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dict[str, Any],
+         extra: dict[str, Any] | None = None, weights_dir: Path | None = None,
+         dtype: torch.dtype | None = None) -> Path:
+    """Write ``state_dict`` to ``weights/<name>`` and record it in the manifest (maintainers' tool)."""
+    weights_dir = weights_dir or paths.WEIGHTS_DIR
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
+    f = weights_dir / name
+    save_weights(state_dict, f, metadata={"key": key})
+    manifest = read_manifest(weights_dir)
+    manifest["files"][name] = {"key": key, "settings": settings, "sha256": sha256_file(f),
+                               "bytes": f.stat().st_size, **(extra or {})}
+    write_json(weights_dir / MANIFEST, manifest)
+    return f

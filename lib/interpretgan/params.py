@@ -1,0 +1,113 @@
+"""Notebook parameters: parsed and checked before any training or file writing.
+
+Who should use it: the second cell of every notebook, ``p = resolve(...)``. Parameters arrive from
+papermill as strings too (``-p epsilon 8/255``, ``-p retrain true``); a bad value raises
+:class:`ParameterError` naming the parameter and its allowed values.
+"""
+from __future__ import annotations
+
+import os
+import re
+from fractions import Fraction
+from types import SimpleNamespace
+from typing import Any, Iterable
+
+PROFILES = ("smoke", "default", "paper")
+POOLINGS = ("max", "avg")
+TRAININGS = ("natural",)
+DEFAULT_ATTACKS = ("fgsm", "pgd40", "pgd100", "mpgd40")
+_ATTACK = re.compile(r"^(fgsm|pgd[1-9]\d*|mpgd[1-9]\d*)$")
+
+
+class ParameterError(ValueError):
+    """A notebook parameter has a value outside its allowed set."""
+
+
+def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """``value`` as a lower-case string if it is one of ``allowed``, else ParameterError."""
+    allowed = tuple(allowed)
+    v = str(value).strip().lower() if value is not None else None
+    if v not in allowed:
+        raise ParameterError(f"parameter {name!r} must be one of {', '.join(allowed)}; got {value!r}")
+    return v
+
+
+def parse_epsilon(value: Any, name: str = "epsilon") -> float:
+    """An l_inf radius from a number or a string such as "0.3" or "8/255"; must lie in (0, 1]."""
+    try:
+        eps = float(Fraction(value.strip())) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError, TypeError):
+        raise ParameterError(f"parameter {name!r} must be a number in (0, 1] such as 0.3 or \"8/255\"; "
+                             f"got {value!r}") from None
+    if not 0.0 < eps <= 1.0:
+        raise ParameterError(f"parameter {name!r} must lie in (0, 1] (images are in [0, 1]); got {value!r}")
+    return eps
+
+
+def parse_attacks(value: Any) -> list[str]:
+    """A list of attack names from a list or a comma-separated string; each fgsm, pgd<k> or mpgd<k>."""
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    bad = [n for n in names if not _ATTACK.match(n)]
+    if bad or not names:
+        raise ParameterError(f"parameter 'attacks' takes names of the forms fgsm, pgd<k>, mpgd<k> "
+                             f"(k a positive integer, e.g. {', '.join(DEFAULT_ATTACKS)}); got {value!r}")
+    return list(dict.fromkeys(names))
+
+
+def parse_int(value: Any, name: str, minimum: int = 0) -> int:
+    """A whole number >= ``minimum`` (strings accepted)."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        v = int(str(value).strip())
+        if v < minimum:
+            raise ValueError
+    except ValueError:
+        raise ParameterError(f"parameter {name!r} must be a whole number >= {minimum}; got {value!r}") from None
+    return v
+
+
+def parse_bool(value: Any, name: str) -> bool:
+    """True/False from a bool or the strings true/false/yes/no/1/0."""
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("true", "yes", "1"):
+        return True
+    if s in ("false", "no", "0", ""):
+        return False
+    raise ParameterError(f"parameter {name!r} must be one of True, False; got {value!r}")
+
+
+def default_profile() -> str:
+    """The profile a notebook uses when none is given: $INTERPRETGAN_PROFILE, else "default"."""
+    return os.environ.get("INTERPRETGAN_PROFILE", "default")
+
+
+_PARSERS = {
+    "profile": lambda v: choice("profile", v, PROFILES),
+    "pooling": lambda v: choice("pooling", v, POOLINGS),
+    "training": lambda v: choice("training", v, TRAININGS),
+    "epsilon": parse_epsilon,
+    "attacks": parse_attacks,
+    "seed": lambda v: parse_int(v, "seed"),
+    "retrain": lambda v: parse_bool(v, "retrain"),
+    "data_root": lambda v: None if v in (None, "", "None") else str(v),
+}
+
+
+def resolve(**params: Any) -> SimpleNamespace:
+    """Check and parse a notebook's parameters; returns them as attributes, plus ``settings``
+    (the chosen :class:`~interpretgan.profiles.Profile`). Raises ParameterError on the first bad one."""
+    from .profiles import get_profile
+
+    out = {}
+    for name, value in params.items():
+        if name not in _PARSERS:
+            raise ParameterError(f"unknown parameter {name!r}; known: {', '.join(_PARSERS)}")
+        out[name] = _PARSERS[name](value)
+    ns = SimpleNamespace(**out)
+    if "profile" in out:
+        ns.settings = get_profile(out["profile"])
+    return ns

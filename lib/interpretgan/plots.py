@@ -1,0 +1,83 @@
+"""Figures: each function draws one figure a reader can read and returns the matplotlib Figure.
+
+Who should use it: notebooks. Nothing here computes results; pass it what the library returned.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+import torch
+
+
+def learning_curve(history: dict, title: str = "Natural training") -> plt.Figure:
+    """Training loss (every few steps, against epochs) and test accuracy per epoch."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+    steps_per_epoch = history["step"][-1] / history["epoch"][-1] if history["epoch"] else 1
+    a.plot(np.asarray(history["step"]) / steps_per_epoch, history["step_loss"], lw=1)
+    a.set(xlabel="epoch", ylabel="cross-entropy (training)", yscale="log", title="training loss")
+    for e, lr in zip(history["epoch"], history["lr"]):
+        a.axvline(e, color="0.85", lw=0.5, zorder=0)
+    b.plot(history["epoch"], np.asarray(history["test_accuracy"]) * 100, "o-")
+    for e, acc in zip(history["epoch"], history["test_accuracy"]):
+        b.annotate(f"{acc * 100:.2f}", (e, acc * 100), textcoords="offset points", xytext=(0, 6),
+                   ha="center", fontsize=7)
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy after each epoch")
+    b.set_xticks(history["epoch"])
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def adversarial_examples(x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor, pred_clean: torch.Tensor,
+                         pred_adv: torch.Tensor, n: int = 10, title: str = "") -> plt.Figure:
+    """Three rows for the first ``n`` images: clean (true label, prediction), perturbation, adversarial."""
+    n = min(n, len(x))
+    fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.4), squeeze=False)
+    delta = (x_adv - x)[:n]
+    lim = float(delta.abs().max()) or 1.0
+    for i in range(n):
+        axes[0, i].imshow(x[i, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+        axes[0, i].set_title(f"y={int(labels[i])} f={int(pred_clean[i])}", fontsize=8)
+        axes[1, i].imshow(delta[i, 0].cpu(), cmap="seismic", vmin=-lim, vmax=lim)
+        axes[2, i].imshow(x_adv[i, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+        wrong = int(pred_adv[i]) != int(labels[i])
+        axes[2, i].set_title(f"f={int(pred_adv[i])}", fontsize=8, color="red" if wrong else "black")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for row, name in enumerate(("clean", f"perturbation\n(±{lim:.2f})", "adversarial")):
+        axes[row, 0].set_ylabel(name, fontsize=9)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def misclassification_heatmap(matrix: np.ndarray, title: str = "", classes: Sequence[str] | None = None
+                              ) -> plt.Figure:
+    """The paper's Figure 7: for each true label (row), where its misclassified adversarial images go (%)."""
+    classes = list(classes or range(matrix.shape[0]))
+    fig, ax = plt.subplots(figsize=(7, 5.6))
+    sns.heatmap(matrix * 100, annot=True, fmt=".1f", cmap="Blues", vmin=0, vmax=100, ax=ax,
+                xticklabels=classes, yticklabels=classes, cbar_kws={"label": "% of that row's misclassified images"},
+                annot_kws={"fontsize": 7})
+    ax.set(xlabel="adversarial label", ylabel="true label", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def robustness_bars(accuracies: dict[str, float], clean: float | None = None, title: str = "") -> plt.Figure:
+    """Bar chart of robust accuracy (%) per attack, with the clean accuracy as a line."""
+    fig, ax = plt.subplots(figsize=(1.2 * len(accuracies) + 2, 3.2))
+    names = list(accuracies)
+    vals = [accuracies[k] * 100 for k in names]
+    bars = ax.bar(names, vals, color="tab:red")
+    ax.bar_label(bars, fmt="%.2f", fontsize=8)
+    if clean is not None:
+        ax.axhline(clean * 100, color="k", ls="--", lw=1, label=f"clean {clean * 100:.2f}%")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set(ylabel="robust accuracy (%)", ylim=(0, 105), title=title)
+    fig.tight_layout()
+    return fig

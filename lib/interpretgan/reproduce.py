@@ -1,0 +1,58 @@
+"""Run the notebooks in order, headlessly, with papermill; record each one's wall time.
+
+Who should use it: ``make reproduce`` (``python -m interpretgan.reproduce``). Executed copies go to
+``<artifacts>/notebooks/`` (``--inplace`` writes the outputs back into ``notebooks/``, which is how
+the committed notebooks are made); times go to ``<artifacts>/reproduce_times.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+
+import papermill as pm
+import torch
+
+from . import paths
+from .cache import write_json
+
+NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
+KERNEL = "interpretgan"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
+    ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_train) to run; default: all that exist")
+    ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                    help="extra parameter passed to every notebook")
+    args = ap.parse_args(argv)
+    nb_dir = paths.REPO_ROOT / "notebooks"
+    out_dir = paths.artifacts_root() / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = [n for n in NOTEBOOKS if (nb_dir / f"{n}.ipynb").is_file() and (not args.only or n in args.only)]
+    times: dict[str, float] = {}
+    params = {"profile": args.profile, **dict(args.parameter)}
+    for name in names:
+        src = nb_dir / f"{name}.ipynb"
+        dst = src if args.inplace else out_dir / f"{name}.ipynb"
+        print(f"== {name} ({args.profile}) -> {dst}", flush=True)
+        t0 = time.perf_counter()
+        pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(nb_dir),
+                            progress_bar=False, log_output=False)
+        times[name] = round(time.perf_counter() - t0, 1)
+        print(f"   {times[name]:.0f} s", flush=True)
+    record = {"profile": args.profile, "seconds": times, "total_seconds": round(sum(times.values()), 1),
+              "machine": {"cores": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+                          "torch": torch.__version__, "python": sys.version.split()[0],
+                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+    write_json(paths.artifacts_root() / "reproduce_times.json", record)
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Trained classifiers through the artifact cache: load what exists, build what is missing.
+
+Who should use it: notebooks and anything that needs "the natural max-pool MNIST model of the
+default profile". :func:`classifier` looks, in order, for
+
+1. a finished checkpoint in the artifact cache under the key of these exact settings,
+2. shipped weights in ``weights/`` with the same key (unless ``retrain``),
+3. otherwise it trains (resuming an interrupted run from its last epoch) and caches the result.
+
+Example::
+
+    >>> model, info = classifier(profile="default", pooling="avg")
+    >>> info["source"], info["test_accuracy"]
+    ('shipped', 0.99...)
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import cache
+from .attacks import AttackResult, accuracy, make_attack, run_attack
+from .data import mnist32
+from .models import build
+from .profiles import get_profile
+from .training import set_seed, train_natural
+
+ARCH_VERSION = 1  # bump when the model or the training loop changes what a setting produces
+
+
+def classifier_settings(profile: str = "default", pooling: str = "max", training: str = "natural",
+                        seed: int = 0) -> dict[str, Any]:
+    """Every setting that changes the trained classifier (its cache key is made from these)."""
+    p = get_profile(profile)
+    if training != "natural":
+        raise ValueError(f"training must be one of ['natural'], got {training!r}")
+    return {"kind": "classifier", "version": ARCH_VERSION, "dataset": "mnist32", "arch": "smallcnn",
+            "pooling": pooling, "dropout": 0.5, "training": training, "seed": int(seed),
+            "n_train": p.n_train, "n_train_seed": 0, "epochs": p.epochs, "lr": p.lr,
+            "lr_milestones": list(p.lr_milestones), "lr_gamma": p.lr_gamma, "momentum": 0.9,
+            "weight_decay": 0.0, "batch_size": p.batch_size}
+
+
+def shipped_name(settings: dict[str, Any]) -> str:
+    """File name of these settings' weights in ``weights/``."""
+    return f"mnist-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}.safetensors"
+
+
+def classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
+               data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
+               progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained classifier for these settings, in eval mode on ``device``, and an info dict.
+
+    info: ``key`` (cache key), ``settings``, ``source`` ("cache" | "shipped" | "trained"),
+    ``history`` (per-epoch training history, see :func:`~interpretgan.training.train_natural`),
+    ``test_accuracy`` (fraction of the profile's test images, measured now), ``n_test``.
+    ``retrain=True`` ignores the shipped weights (your own cached runs are still used).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = classifier_settings(profile, pooling, training, seed)
+    key = cache.settings_key(settings)
+    p = get_profile(profile)
+    set_seed(seed)  # the initialisation
+    model = build(settings["arch"], pooling=pooling, dropout=settings["dropout"]).to(device)
+    test = mnist32("test", data_root).subset(p.n_test)
+    folder = cache.entry("classifiers", settings)
+    final, ckpt = folder / "model.safetensors", folder / "checkpoint.pt"
+    history = None
+    if final.is_file():
+        source = "cache"
+        model.load_state_dict(cache.load_weights(final))
+        history = cache.load_checkpoint(folder / "history.pt")
+    elif not retrain and (f := cache.shipped(key)) is not None:
+        source = "shipped"
+        model.load_state_dict(cache.load_weights(f))
+        history = cache.read_manifest()["files"][f.name].get("history")
+    else:
+        source = "trained"
+        train = mnist32("train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
+        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
+                                lr_milestones=tuple(settings["lr_milestones"]), lr_gamma=settings["lr_gamma"],
+                                momentum=settings["momentum"], weight_decay=settings["weight_decay"],
+                                batch_size=settings["batch_size"], seed=seed, checkpoint=ckpt, device=device,
+                                progress=progress)
+        cache.save_checkpoint(history, folder / "history.pt")
+        cache.save_weights(model.state_dict(), final, metadata={"key": key})
+    model.eval()
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    info = {"key": key, "settings": settings, "source": source, "history": history,
+            "test_accuracy": accuracy(model, test, device=device), "n_test": len(test)}
+    return model, info
+
+
+def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon: float, n_images: int | None,
+                    seed: int = 0, data_root: str | None = None, device: str | torch.device | None = None,
+                    batch_size: int = 500, progress: bool = True) -> AttackResult:
+    """``attack`` (a name such as ``pgd40``) run on a fixed subset of ``n_images`` test images against
+    the classifier described by ``info`` (from :func:`classifier`), through the artifact cache.
+
+    The subset is the same for every model and attack (subset seed 0); ``seed`` seeds the attack's
+    random start. Returns the :class:`~interpretgan.attacks.AttackResult` with the adversarial images.
+    """
+    device = torch.device(device or next(model.parameters()).device)
+    atk = make_attack(attack, epsilon)
+    settings = {"kind": "adversarial", "classifier": info["key"], "attack": repr(atk), "n_images": n_images,
+                "subset_seed": 0, "seed": int(seed)}
+    f = cache.entry("adversarial", settings) / "result.pt"
+    if f.is_file():
+        r = cache.load_checkpoint(f)
+        return AttackResult(attack, r["labels"], r["pred_clean"], r["pred_adv"], r["x_adv"])
+    test = mnist32("test", data_root).subset(n_images)
+    torch.manual_seed(seed)
+    result = run_attack(model, atk, test, batch_size=batch_size, device=device, keep_images=True,
+                        progress=progress, name=attack)
+    cache.save_checkpoint({"labels": result.labels, "pred_clean": result.pred_clean, "pred_adv": result.pred_adv,
+                           "x_adv": result.x_adv, "indices": test.indices}, f)
+    return result
+
+
+def ship_classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
+                    data_root: str | None = None) -> str:
+    """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool); returns its name."""
+    settings = classifier_settings(profile, pooling, training, seed)
+    folder = cache.entry("classifiers", settings)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained model cached for these settings in {folder}; run classifier() first")
+    history = cache.load_checkpoint(folder / "history.pt")
+    name = shipped_name(settings)
+    cache.ship(cache.load_weights(folder / "model.safetensors"), name, cache.settings_key(settings), settings,
+               extra={"history": history, "test_accuracy": history["test_accuracy"][-1]})
+    return name

@@ -1,0 +1,71 @@
+"""Headless papermill runs of the notebooks at the smoke profile, checked through their scraps.
+
+(nbval, configured in pyproject.toml, also re-runs every notebook and compares the cells marked
+NBVAL_CHECK_OUTPUT: architecture summary, data shapes, parameter validation.)
+"""
+import os
+import subprocess
+import sys
+
+import papermill as pm
+import pytest
+import scrapbook as sb
+
+from interpretgan.paths import REPO_ROOT
+
+NB = REPO_ROOT / "notebooks"
+KERNEL = "interpretgan"
+
+
+def run(name, out_dir, **params):
+    out = out_dir / f"{name}.ipynb"
+    pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters={"profile": "smoke", **params},
+                        kernel_name=KERNEL, cwd=str(NB), progress_bar=False)
+    return sb.read_notebook(str(out)).scraps.data_dict
+
+
+def test_01_train_smoke_glues_test_accuracy(tmp_path):
+    scraps = run("01_train", tmp_path)
+    assert 0.8 <= scraps["test_accuracy"] <= 1.0
+
+
+def test_02_attack_smoke_glues_robust_accuracy_per_attack(tmp_path):
+    robust = run("02_attack", tmp_path)["robust_accuracy"]
+    assert list(robust) == ["fgsm", "pgd40", "pgd100", "mpgd40"]
+    assert all(0.0 <= v <= 1.0 for v in robust.values())
+    # a natural model has no defence at eps 0.3; PGD-100 is at least as strong as PGD-40 up to noise
+    assert robust["pgd40"] <= 0.05 and robust["pgd100"] <= robust["pgd40"] + 0.02
+
+
+def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
+    """The user's command line: `-p epsilon 8/255` arrives as a string and is parsed."""
+    out = tmp_path / "02.ipynb"
+    cmd = [sys.executable, "-m", "papermill", str(NB / "02_attack.ipynb"), str(out), "-k", KERNEL,
+           "-p", "profile", "smoke", "-p", "epsilon", "8/255", "-p", "attacks", "fgsm,pgd10", "--cwd", str(NB)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    robust = sb.read_notebook(str(out)).scraps["robust_accuracy"].data
+    assert list(robust) == ["fgsm", "pgd10"]
+    # at 8/255 a ~90% model keeps most digits; at 0.3 it keeps almost none
+    assert robust["fgsm"] > 0.5
+
+
+@pytest.mark.parametrize("name, param, value, expected", [
+    ("01_train", "pooling", "foo", "must be one of max, avg"),
+    ("01_train", "profile", "huge", "must be one of smoke, default, paper"),
+    ("02_attack", "epsilon", -1, "'epsilon' must lie in (0, 1]"),
+    ("02_attack", "attacks", "pgd40,cw", "fgsm, pgd<k>, mpgd<k>"),
+])
+def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeypatch, name, param, value, expected):
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(artifacts))
+    out = tmp_path / "out.ipynb"
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters={"profile": "smoke", param: value},
+                            kernel_name=KERNEL, cwd=str(NB), progress_bar=False)
+    assert err.value.ename == "ParameterError" and expected in err.value.evalue
+    assert f"'{param}'" in err.value.evalue
+    # it failed in the cell right after the (injected) parameters, before any training or file writing
+    code_cells = [c for c in sb.read_notebook(str(out)).nb.cells if c.cell_type == "code"]
+    failed = [i for i, c in enumerate(code_cells) if any(o.get("output_type") == "error" for o in c.outputs)]
+    assert failed == [2]
+    assert not artifacts.exists() or not any(artifacts.rglob("*"))

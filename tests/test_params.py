@@ -1,0 +1,58 @@
+import pytest
+
+from interpretgan.params import ParameterError, choice, parse_attacks, parse_bool, parse_epsilon, parse_int, resolve
+from interpretgan.profiles import PROFILES
+
+
+@pytest.mark.parametrize("value, expected", [(0.3, 0.3), ("0.3", 0.3), ("8/255", 8 / 255), (" 2/255 ", 2 / 255),
+                                             (1, 1.0), ("1", 1.0)])
+def test_epsilon_accepts_numbers_and_fractions(value, expected):
+    assert parse_epsilon(value) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize("value", [-1, 0, "0", 1.5, "abc", "8/0", None, "-8/255"])
+def test_epsilon_rejects_values_outside_unit_interval(value):
+    with pytest.raises(ParameterError, match="epsilon"):
+        parse_epsilon(value)
+
+
+def test_choice_error_names_parameter_and_allowed_values():
+    with pytest.raises(ParameterError) as err:
+        choice("pooling", "foo", ("max", "avg"))
+    assert "'pooling'" in str(err.value) and "max, avg" in str(err.value) and "'foo'" in str(err.value)
+    assert choice("pooling", " AVG ", ("max", "avg")) == "avg"
+
+
+def test_attacks_from_list_or_comma_string():
+    assert parse_attacks("fgsm, PGD40,mpgd40") == ["fgsm", "pgd40", "mpgd40"]
+    assert parse_attacks(["pgd100", "pgd100"]) == ["pgd100"]
+    for bad in ("cw", "pgd", "pgd0", "", [], "fgsm,apgd"):
+        with pytest.raises(ParameterError, match="attacks"):
+            parse_attacks(bad)
+
+
+def test_int_and_bool_parsing():
+    assert parse_int("3", "seed") == 3 and parse_int(0, "seed") == 0
+    for bad in (-1, "x", 1.5, True):
+        with pytest.raises(ParameterError, match="seed"):
+            parse_int(bad, "seed")
+    assert parse_bool("True", "retrain") is True and parse_bool("no", "retrain") is False
+    with pytest.raises(ParameterError, match="retrain"):
+        parse_bool("maybe", "retrain")
+
+
+def test_resolve_profiles_and_unknown_parameters():
+    p = resolve(profile="smoke", pooling="avg", epsilon="8/255", data_root="None")
+    assert p.settings is PROFILES["smoke"] and p.pooling == "avg" and p.data_root is None
+    with pytest.raises(ParameterError, match="smoke, default, paper"):
+        resolve(profile="huge")
+    with pytest.raises(ParameterError, match="unknown parameter 'epsilom'"):
+        resolve(epsilom=0.3)
+
+
+def test_profiles_default_natural_training_matches_the_paper():
+    d, paper = PROFILES["default"], PROFILES["paper"]
+    for prof in (d, paper):
+        assert (prof.epochs, prof.lr, prof.lr_milestones, prof.lr_gamma, prof.batch_size) == (10, 0.01, (5,), 0.1, 128)
+        assert prof.n_train is None
+    assert paper.n_attack is None and d.n_attack >= 2000

@@ -1,0 +1,44 @@
+"""The artifact cache and the shipped weights, end to end."""
+import pytest
+import torch
+
+from interpretgan import cache, paths, zoo
+from interpretgan.attacks import accuracy
+from interpretgan.data import mnist32
+from interpretgan.models import SmallCNN
+
+
+def test_settings_key_separates_profiles_poolings_and_seeds():
+    keys = {cache.settings_key(zoo.classifier_settings(pr, po, "natural", s))
+            for pr in ("smoke", "default") for po in ("max", "avg") for s in (0, 1)}
+    assert len(keys) == 8
+    # paper and default natural training are the same run, so they share the key (and the shipped weights)
+    assert zoo.classifier_settings("paper") == zoo.classifier_settings("default")
+
+
+def test_smoke_classifier_is_trained_once_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    m1, info1 = zoo.classifier("smoke", "avg", progress=False)
+    assert info1["source"] == "trained" and info1["test_accuracy"] > 0.8 and info1["n_test"] == 1000
+    m2, info2 = zoo.classifier("smoke", "avg", progress=False)
+    assert info2["source"] == "cache" and info2["key"] == info1["key"]
+    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(a, b)
+    assert info2["history"]["test_accuracy"] == info1["history"]["test_accuracy"]
+    r1 = zoo.adversarial_set(m2, info2, "fgsm", 0.3, 50, progress=False)
+    r2 = zoo.adversarial_set(m2, info2, "fgsm", 0.3, 50, progress=False)
+    assert torch.equal(r1.x_adv, r2.x_adv) and r1.robust_accuracy == r2.robust_accuracy
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_shipped_default_weights_match_their_key_and_reach_99_percent(pooling, test_set):
+    settings = zoo.classifier_settings("default", pooling)
+    f = cache.shipped(cache.settings_key(settings))
+    assert f is not None, f"no shipped weights for the default {pooling} model"
+    entry = cache.read_manifest()["files"][f.name]
+    assert entry["settings"] == settings and f.stat().st_size < 5 * 2**20
+    model = SmallCNN(pooling=pooling)
+    model.load_state_dict(cache.load_weights(f))
+    acc = accuracy(model, test_set)
+    assert acc >= 0.99 and acc == pytest.approx(entry["test_accuracy"], abs=1e-4)
+    assert entry["history"]["epoch"] == list(range(1, 11))
