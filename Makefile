@@ -1,6 +1,7 @@
 # Two commands for a fresh machine:
 #   make reproduce   set up .venv, then run every notebook in order at the default profile (papermill)
 #   make test        set up .venv, then the whole test suite (pytest + papermill smoke runs + nbval)
+#   make bench       set up .venv, then time the attack and training loops (fp32, torchattacks, fast path)
 # The data root comes from INTERPRETGAN_DATA (else ./data); artifacts go to INTERPRETGAN_ARTIFACTS (else ./artifacts).
 
 PYTHON ?= python3
@@ -9,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 KERNEL := interpretgan
 
-.PHONY: setup reproduce test clean-venv
+.PHONY: setup reproduce test bench clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m interpretgan.bench $(ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import fast
 from .params import parse_epsilon
 
 #: Default PGD step size per dataset (the authors' ATTA evaluation code: 0.01 on MNIST).
@@ -33,11 +34,14 @@ ATTACK_FORMS = ("fgsm", "pgd<k>", "mpgd<k>")
 _NAME = re.compile(r"^(fgsm|pgd(\d+)|mpgd(\d+))$")
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gradient of the summed cross-entropy with respect to the input (model weights untouched)."""
-    x = x.detach().requires_grad_(True)
+def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+    """Gradient (fp32, same shape as ``x``) of the summed cross-entropy with respect to the input,
+    the forward pass in the fast path's precision unless ``exact``; model weights untouched."""
+    x = fast.to_memory_format(x.detach(), exact).requires_grad_(True)
     with torch.enable_grad():
-        loss = F.cross_entropy(model(x), y, reduction="sum")
+        with fast.autocast(x.device, exact):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, [x])
     return grad
 
@@ -50,14 +54,16 @@ def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
 class FGSM:
     """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1].
 
-    Arguments: eps (float or "a/b" string).
+    Arguments:
+        eps: l_inf radius (float or "a/b" string).
+        exact: plain fp32 (True) or the fast path (False); None reads $INTERPRETGAN_EXACT.
     """
 
-    def __init__(self, eps: float | str = 0.3):
-        self.eps = parse_epsilon(eps)
+    def __init__(self, eps: float | str = 0.3, exact: bool | None = None):
+        self.eps, self.exact = parse_epsilon(eps), fast.resolve_exact(exact)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        grad = _input_grad(model, x, y)
+        grad = _input_grad(model, x, y, self.exact)
         return (x + self.eps * grad.sign()).clamp_(0.0, 1.0).detach()
 
     def __repr__(self) -> str:
@@ -72,12 +78,15 @@ class PGD:
         alpha: step size (0.01 on MNIST in the authors' code).
         steps: number of steps k.
         random_start: start from x + uniform(-eps, eps) (clipped to [0, 1]).
+        exact: plain fp32 (True) or the fast path (False); None reads $INTERPRETGAN_EXACT.
     """
 
     momentum = False
 
-    def __init__(self, eps: float | str = 0.3, alpha: float = 0.01, steps: int = 40, random_start: bool = True):
+    def __init__(self, eps: float | str = 0.3, alpha: float = 0.01, steps: int = 40, random_start: bool = True,
+                 exact: bool | None = None):
         self.eps, self.alpha, self.steps, self.random_start = parse_epsilon(eps), float(alpha), int(steps), random_start
+        self.exact = fast.resolve_exact(exact)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
 
@@ -88,7 +97,7 @@ class PGD:
             x_adv = (x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0.0, 1.0)
         g = torch.zeros_like(x)
         for _ in range(self.steps):
-            grad = _input_grad(model, x_adv, y)
+            grad = _input_grad(model, x_adv, y, self.exact)
             if self.momentum:  # M-PGD: sign of the running sum of raw gradients
                 g = g + grad
                 grad = g
@@ -108,20 +117,22 @@ class MPGD(PGD):
     momentum = True
 
 
-def make_attack(name: str, eps: float | str = 0.3, dataset: str = "mnist", alpha: float | None = None):
+def make_attack(name: str, eps: float | str = 0.3, dataset: str = "mnist", alpha: float | None = None,
+                exact: bool | None = None):
     """An attack from its short name: ``fgsm``, ``pgd<k>`` (e.g. pgd40) or ``mpgd<k>`` (e.g. mpgd40).
 
-    The step size defaults to the authors' value for the dataset (``DEFAULT_STEP``).
+    The step size defaults to the authors' value for the dataset (``DEFAULT_STEP``); ``exact`` as in
+    :class:`PGD`.
     """
     m = _NAME.match(str(name).strip().lower())
     if not m:
         raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} (k a positive integer), got {name!r}")
     alpha = DEFAULT_STEP[dataset] if alpha is None else alpha
     if m.group(1) == "fgsm":
-        return FGSM(eps)
+        return FGSM(eps, exact=exact)
     if m.group(2):
-        return PGD(eps, alpha=alpha, steps=int(m.group(2)))
-    return MPGD(eps, alpha=alpha, steps=int(m.group(3)))
+        return PGD(eps, alpha=alpha, steps=int(m.group(2)), exact=exact)
+    return MPGD(eps, alpha=alpha, steps=int(m.group(3)), exact=exact)
 
 
 @dataclass
@@ -144,13 +155,24 @@ class AttackResult:
         return (self.pred_adv == self.labels).sum().item() / len(self.labels)
 
 
-def run_attack(model: nn.Module, attack, dataset, batch_size: int = 500, device: str | torch.device = "cpu",
-               keep_images: bool = False, progress: bool = True, name: str | None = None) -> AttackResult:
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+    """Predicted labels (int64, N) for images ``x``, the forward pass on the fast path unless ``exact``."""
+    with fast.autocast(x.device, exact):
+        return model(fast.to_memory_format(x, exact)).argmax(1)
+
+
+def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
+               device: str | torch.device = "cpu", keep_images: bool = False, progress: bool = True,
+               name: str | None = None, exact: bool | None = None) -> AttackResult:
     """Attack every image of ``dataset`` (an :class:`~interpretgan.data.ImageSet`) in eval mode.
 
     Returns an :class:`AttackResult` with clean and adversarial predictions, and the adversarial
-    images (float in [0, 1], on the CPU) when ``keep_images``.
+    images (float in [0, 1], on the CPU) when ``keep_images``. ``batch_size`` None picks one for the
+    device; ``exact`` (None: the attack's own setting) is used for the predictions.
     """
+    exact = getattr(attack, "exact", None) if exact is None else exact
+    batch_size = batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
     was_training = model.training
     model.eval()
     preds_c, preds_a, advs = [], [], []
@@ -159,9 +181,8 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int = 500, device:
         batches = dataset.batches(batch_size, device=device)
         for x, y, _ in tqdm(batches, total=dataset.n_batches(batch_size), desc=name, disable=not progress):
             x_adv = attack(model, x, y)
-            with torch.no_grad():
-                preds_c.append(model(x).argmax(1).cpu())
-                preds_a.append(model(x_adv).argmax(1).cpu())
+            preds_c.append(predict(model, x, exact).cpu())
+            preds_a.append(predict(model, x_adv, exact).cpu())
             if keep_images:
                 advs.append(x_adv.cpu())
     finally:
@@ -170,14 +191,15 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int = 500, device:
                         torch.cat(advs) if keep_images else None)
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, dataset, batch_size: int = 1000, device: str | torch.device = "cpu") -> float:
+def accuracy(model: nn.Module, dataset, batch_size: int | None = None, device: str | torch.device = "cpu",
+             exact: bool | None = None) -> float:
     """Clean accuracy (fraction in [0, 1]) of ``model`` on an ImageSet, in eval mode."""
+    batch_size = batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
     was_training = model.training
     model.eval()
     correct = 0
     for x, y, _ in dataset.batches(batch_size, device=device):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((predict(model, x, exact) == y).sum())
     model.train(was_training)
     return correct / len(dataset)
 

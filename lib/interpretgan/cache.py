@@ -102,13 +102,13 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def read_manifest(weights_dir: Path | None = None) -> dict[str, Any]:
     """The shipped-weights manifest: ``{"files": {name: {"key", "settings", "sha256", ...}}}``."""
-    f = (weights_dir or paths.WEIGHTS_DIR) / MANIFEST
+    f = (weights_dir or paths.weights_dir()) / MANIFEST
     return json.loads(f.read_text()) if f.is_file() else {"files": {}}
 
 
 def shipped(key: str, weights_dir: Path | None = None) -> Path | None:
     """The shipped weights file whose cache key is ``key``, or None; raises if its SHA-256 is wrong."""
-    weights_dir = weights_dir or paths.WEIGHTS_DIR
+    weights_dir = weights_dir or paths.weights_dir()
     for name, info in read_manifest(weights_dir)["files"].items():
         if info.get("key") == key:
             f = weights_dir / name
@@ -126,7 +126,7 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
          extra: dict[str, Any] | None = None, weights_dir: Path | None = None,
          dtype: torch.dtype | None = None) -> Path:
     """Write ``state_dict`` to ``weights/<name>`` and record it in the manifest (maintainers' tool)."""
-    weights_dir = weights_dir or paths.WEIGHTS_DIR
+    weights_dir = weights_dir or paths.weights_dir()
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     f = weights_dir / name

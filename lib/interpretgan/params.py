@@ -80,6 +80,16 @@ def parse_bool(value: Any, name: str) -> bool:
     raise ParameterError(f"parameter {name!r} must be one of True, False; got {value!r}")
 
 
+def parse_exact(value: Any) -> bool:
+    """The ``exact`` switch: True (plain fp32), False (the fast path), or None/"None" for
+    ``$INTERPRETGAN_EXACT`` (else False)."""
+    if value is None or str(value).strip().lower() in ("none", ""):
+        from .fast import default_exact
+
+        return default_exact()
+    return parse_bool(value, "exact")
+
+
 def default_profile() -> str:
     """The profile a notebook uses when none is given: $INTERPRETGAN_PROFILE, else "default"."""
     return os.environ.get("INTERPRETGAN_PROFILE", "default")
@@ -93,6 +103,7 @@ _PARSERS = {
     "attacks": parse_attacks,
     "seed": lambda v: parse_int(v, "seed"),
     "retrain": lambda v: parse_bool(v, "retrain"),
+    "exact": lambda v: parse_exact(v),
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
 }
 

@@ -8,7 +8,8 @@ folder relative to the repository root.
   (where torchvision may download MNIST when the machine is online).
 - artifacts: ``$INTERPRETGAN_ARTIFACTS``, else ``<repo>/artifacts`` (ignored by git), whatever
   the working directory.
-- shipped weights: ``<repo>/weights``.
+- shipped weights: ``$INTERPRETGAN_WEIGHTS``, else ``<repo>/weights`` (point it at an empty folder
+  to time a cold run that trains everything).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-WEIGHTS_DIR = REPO_ROOT / "weights"
+SHIPPED_WEIGHTS_DIR = REPO_ROOT / "weights"
 DEFAULT_DATA_DIR = REPO_ROOT / "data"
 
 
@@ -36,3 +37,9 @@ def artifacts_root() -> Path:
     root = Path(env).expanduser().resolve() if env else REPO_ROOT / "artifacts"
     root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def weights_dir() -> Path:
+    """The folder of shipped weights: $INTERPRETGAN_WEIGHTS, else <repo>/weights."""
+    env = os.environ.get("INTERPRETGAN_WEIGHTS")
+    return Path(env).expanduser().resolve() if env else SHIPPED_WEIGHTS_DIR

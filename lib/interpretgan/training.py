@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import fast
 from .attacks import accuracy
 from .cache import load_checkpoint, save_checkpoint
 
@@ -39,15 +40,19 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
                   lr_milestones: tuple[int, ...] = (), lr_gamma: float = 0.1, momentum: float = 0.9,
                   weight_decay: float = 0.0, batch_size: int = 128, seed: int = 0,
                   checkpoint: str | Path | None = None, device: str | torch.device = "cpu",
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, exact: bool | None = None) -> dict[str, Any]:
     """Train ``model`` with SGD on cross-entropy; returns the history.
+
+    The paper's batch size and schedule always; forward and backward on the fast path
+    (:mod:`interpretgan.fast`: bf16 autocast, channels-last) unless ``exact`` (None: $INTERPRETGAN_EXACT).
 
     History (a dict of lists, one entry per epoch unless said): ``epoch``, ``lr``, ``train_loss``
     (mean over the epoch), ``train_accuracy`` and ``test_accuracy`` (fractions in [0, 1]),
     ``seconds`` (wall time of the epoch), and ``step``/``step_loss`` (mean loss every
     ``LOSS_EVERY`` steps). With ``checkpoint``, resumes from it when present.
     """
-    model.to(device)
+    exact = fast.resolve_exact(exact)
+    fast.prepare(model.to(device), exact)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_accuracy",
                                                  "test_accuracy", "seconds", "step", "step_loss")}
@@ -73,8 +78,9 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
         bar = tqdm(train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
         for k, (x, y, _) in enumerate(bar):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            with fast.autocast(device, exact):
+                logits = model(fast.to_memory_format(x, exact))
+            loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -90,7 +96,7 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
                 history["step_loss"].append(sum(window) / len(window))
                 bar.set_postfix(loss=f"{history['step_loss'][-1]:.3f}")
                 window = []
-        test_acc = accuracy(model, test_set, device=device)
+        test_acc = accuracy(model, test_set, device=device, exact=exact)
         for key, value in (("epoch", epoch + 1), ("lr", rate), ("train_loss", total_loss / seen),
                            ("train_accuracy", correct / seen), ("test_accuracy", test_acc),
                            ("seconds", time.perf_counter() - t0)):

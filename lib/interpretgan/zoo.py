@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache
+from . import cache, fast
 from .attacks import AttackResult, accuracy, make_attack, run_attack
 from .data import mnist32
 from .models import build
@@ -31,7 +31,7 @@ ARCH_VERSION = 1  # bump when the model or the training loop changes what a sett
 
 
 def classifier_settings(profile: str = "default", pooling: str = "max", training: str = "natural",
-                        seed: int = 0) -> dict[str, Any]:
+                        seed: int = 0, exact: bool | None = None) -> dict[str, Any]:
     """Every setting that changes the trained classifier (its cache key is made from these)."""
     p = get_profile(profile)
     if training != "natural":
@@ -40,7 +40,7 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
             "pooling": pooling, "dropout": 0.5, "training": training, "seed": int(seed),
             "n_train": p.n_train, "n_train_seed": 0, "epochs": p.epochs, "lr": p.lr,
             "lr_milestones": list(p.lr_milestones), "lr_gamma": p.lr_gamma, "momentum": 0.9,
-            "weight_decay": 0.0, "batch_size": p.batch_size}
+            "weight_decay": 0.0, "batch_size": p.batch_size, "exact": fast.resolve_exact(exact)}
 
 
 def shipped_name(settings: dict[str, Any]) -> str:
@@ -50,16 +50,18 @@ def shipped_name(settings: dict[str, Any]) -> str:
 
 def classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
-               progress: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+               progress: bool = True, exact: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier for these settings, in eval mode on ``device``, and an info dict.
 
     info: ``key`` (cache key), ``settings``, ``source`` ("cache" | "shipped" | "trained"),
     ``history`` (per-epoch training history, see :func:`~interpretgan.training.train_natural`),
     ``test_accuracy`` (fraction of the profile's test images, measured now), ``n_test``.
-    ``retrain=True`` ignores the shipped weights (your own cached runs are still used).
+    ``retrain=True`` ignores the shipped weights (your own cached runs are still used). ``exact``
+    (None: $INTERPRETGAN_EXACT) trains and evaluates in plain fp32 instead of the fast path.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = classifier_settings(profile, pooling, training, seed)
+    settings = classifier_settings(profile, pooling, training, seed, exact)
+    exact = settings["exact"]
     key = cache.settings_key(settings)
     p = get_profile(profile)
     set_seed(seed)  # the initialisation
@@ -83,30 +85,32 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
                                 lr_milestones=tuple(settings["lr_milestones"]), lr_gamma=settings["lr_gamma"],
                                 momentum=settings["momentum"], weight_decay=settings["weight_decay"],
                                 batch_size=settings["batch_size"], seed=seed, checkpoint=ckpt, device=device,
-                                progress=progress)
+                                progress=progress, exact=exact)
         cache.save_checkpoint(history, folder / "history.pt")
         cache.save_weights(model.state_dict(), final, metadata={"key": key})
-    model.eval()
+    fast.prepare(model.eval(), exact)
     for prm in model.parameters():
         prm.requires_grad_(False)
     info = {"key": key, "settings": settings, "source": source, "history": history,
-            "test_accuracy": accuracy(model, test, device=device), "n_test": len(test)}
+            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
     return model, info
 
 
 def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon: float, n_images: int | None,
                     seed: int = 0, data_root: str | None = None, device: str | torch.device | None = None,
-                    batch_size: int = 500, progress: bool = True) -> AttackResult:
+                    batch_size: int | None = None, progress: bool = True) -> AttackResult:
     """``attack`` (a name such as ``pgd40``) run on a fixed subset of ``n_images`` test images against
     the classifier described by ``info`` (from :func:`classifier`), through the artifact cache.
 
     The subset is the same for every model and attack (subset seed 0); ``seed`` seeds the attack's
-    random start. Returns the :class:`~interpretgan.attacks.AttackResult` with the adversarial images.
+    random start. The attack runs on the fast path unless the classifier was built ``exact``.
+    Returns the :class:`~interpretgan.attacks.AttackResult` with the adversarial images.
     """
     device = torch.device(device or next(model.parameters()).device)
-    atk = make_attack(attack, epsilon)
+    exact = info["settings"]["exact"]
+    atk = make_attack(attack, epsilon, exact=exact)
     settings = {"kind": "adversarial", "classifier": info["key"], "attack": repr(atk), "n_images": n_images,
-                "subset_seed": 0, "seed": int(seed)}
+                "subset_seed": 0, "seed": int(seed), "exact": exact}
     f = cache.entry("adversarial", settings) / "result.pt"
     if f.is_file():
         r = cache.load_checkpoint(f)
@@ -121,9 +125,9 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
 
 
 def ship_classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
-                    data_root: str | None = None) -> str:
+                    exact: bool | None = None) -> str:
     """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool); returns its name."""
-    settings = classifier_settings(profile, pooling, training, seed)
+    settings = classifier_settings(profile, pooling, training, seed, exact)
     folder = cache.entry("classifiers", settings)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained model cached for these settings in {folder}; run classifier() first")
