@@ -66,6 +66,11 @@ class FGSM:
         grad = _input_grad(model, x, y, self.exact)
         return (x + self.eps * grad.sign()).clamp_(0.0, 1.0).detach()
 
+    def settings(self) -> dict:
+        """The attack's settings as a table row: method, eps, step size, steps, random start, precision (fp32 or the fast path)."""
+        return {"method": "FGSM", "eps": round(self.eps, 4), "step": round(self.eps, 4), "steps": 1,
+                "random start": False, "precision": "fp32" if self.exact else "fast path"}
+
     def __repr__(self) -> str:
         return f"FGSM(eps={self.eps:g})"
 
@@ -103,6 +108,12 @@ class PGD:
                 grad = g
             x_adv = _project(x_adv + self.alpha * grad.sign(), x, self.eps)
         return x_adv.detach()
+
+    def settings(self) -> dict:
+        """The attack's settings as a table row: method, eps, step size, steps, random start, precision (fp32 or the fast path)."""
+        return {"method": type(self).__name__.replace("MPGD", "M-PGD"), "eps": round(self.eps, 4),
+                "step": self.alpha, "steps": self.steps, "random start": self.random_start,
+                "precision": "fp32" if self.exact else "fast path"}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(eps={self.eps:g}, alpha={self.alpha:g}, steps={self.steps}, "

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
 import papermill as pm
-import torch
 
 from . import paths
+from .bench import machine
 from .cache import write_json
 
 NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
@@ -46,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         times[name] = round(time.perf_counter() - t0, 1)
         print(f"   {times[name]:.0f} s", flush=True)
     record = {"profile": args.profile, "seconds": times, "total_seconds": round(sum(times.values()), 1),
-              "machine": {"cores": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-                          "torch": torch.__version__, "python": sys.version.split()[0],
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}}
+              "shipped_weights": str(paths.weights_dir()), "machine": machine()}
     write_json(paths.artifacts_root() / "reproduce_times.json", record)
     print(json.dumps(record, indent=2))
     return 0

@@ -36,6 +36,19 @@ def learning_rate(epoch: int, lr: float, milestones: tuple[int, ...], gamma: flo
     return lr * gamma ** sum(epoch >= m for m in milestones)
 
 
+def natural_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+                 exact: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on the cross-entropy of ``model(x)``, forward and backward on the fast path unless
+    ``exact``; returns the (detached) mean loss and the logits."""
+    with fast.autocast(x.device, exact):
+        logits = model(fast.to_memory_format(x, exact))
+    loss = F.cross_entropy(logits.float(), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), logits.detach()
+
+
 def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
                   lr_milestones: tuple[int, ...] = (), lr_gamma: float = 0.1, momentum: float = 0.9,
                   weight_decay: float = 0.0, batch_size: int = 128, seed: int = 0,
@@ -78,13 +91,8 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
         bar = tqdm(train_set.batches(batch_size, shuffle=True, generator=shuffle, device=device),
                    total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress)
         for k, (x, y, _) in enumerate(bar):
-            with fast.autocast(device, exact):
-                logits = model(fast.to_memory_format(x, exact))
-            loss = F.cross_entropy(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            value = loss.detach().item()
+            loss, logits = natural_step(model, opt, x, y, exact)
+            value = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} at epoch {epoch + 1}, step {k}")
             total_loss += value * len(y)
