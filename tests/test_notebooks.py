@@ -3,7 +3,6 @@
 (nbval, configured in pyproject.toml, also re-runs every notebook and compares the cells marked
 NBVAL_CHECK_OUTPUT: architecture summary, data shapes, parameter validation.)
 """
-import os
 import subprocess
 import sys
 

@@ -4,7 +4,6 @@ import torch
 
 from interpretgan import cache, fast, zoo
 from interpretgan.attacks import accuracy
-from interpretgan.data import mnist32
 from interpretgan.models import SmallCNN
 
 

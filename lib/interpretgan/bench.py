@@ -20,7 +20,6 @@ It writes the table to ``<artifacts>/bench.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -104,13 +103,17 @@ def step_flops(model: torch.nn.Module, train: bool) -> float:
     return counter.get_total_flops() / 8
 
 
+def _random_batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` random 1x32x32 images in [0, 1] and labels (speed does not depend on the pixels)."""
+    torch.manual_seed(0)
+    return torch.rand(n, 1, 32, 32, device=device), torch.randint(0, 10, (n,), device=device)
+
+
 def pgd_speed(device: torch.device) -> dict[str, float]:
     """PGD-40 image-steps/s at batch 256: fp32, torchattacks' PGD, the fast path (same model, batch)."""
     import torchattacks
 
-    torch.manual_seed(0)
-    x = torch.rand(PGD_BATCH, 1, 32, 32, device=device)
-    y = torch.randint(0, 10, (PGD_BATCH,), device=device)
+    x, y = _random_batch(PGD_BATCH, device)
     res = {}
     for tag, exact in (("fp32", True), ("fast", False)):
         model = fast.prepare(SmallCNN().to(device).eval(), exact)
@@ -126,9 +129,7 @@ def pgd_speed(device: torch.device) -> dict[str, float]:
 
 def train_speed(device: torch.device) -> dict[str, float]:
     """Natural-training images/s at batch 128 (SGD step included): fp32 and the fast path."""
-    torch.manual_seed(0)
-    x = torch.rand(TRAIN_BATCH, 1, 32, 32, device=device)
-    y = torch.randint(0, 10, (TRAIN_BATCH,), device=device)
+    x, y = _random_batch(TRAIN_BATCH, device)
     res = {}
     for tag, exact in (("fp32", True), ("fast", False)):
         model = fast.prepare(SmallCNN().to(device).train(), exact)
