@@ -166,6 +166,11 @@ class AttackResult:
         return (self.pred_adv == self.labels).sum().item() / len(self.labels)
 
 
+def _batch_size(batch_size: int | None, device: str | torch.device, dataset) -> int:
+    """``batch_size``, or the fast path's inference batch size for ``dataset``'s images on ``device``."""
+    return batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
+
+
 @torch.no_grad()
 def predict(model: nn.Module, x: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
     """Predicted labels (int64, N) for images ``x``, the forward pass on the fast path unless ``exact``."""
@@ -183,7 +188,7 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
     device; ``exact`` (None: the attack's own setting) is used for the predictions.
     """
     exact = getattr(attack, "exact", None) if exact is None else exact
-    batch_size = batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
+    batch_size = _batch_size(batch_size, device, dataset)
     was_training = model.training
     model.eval()
     preds_c, preds_a, advs = [], [], []
@@ -205,7 +210,7 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
 def accuracy(model: nn.Module, dataset, batch_size: int | None = None, device: str | torch.device = "cpu",
              exact: bool | None = None) -> float:
     """Clean accuracy (fraction in [0, 1]) of ``model`` on an ImageSet, in eval mode."""
-    batch_size = batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
+    batch_size = _batch_size(batch_size, device, dataset)
     was_training = model.training
     model.eval()
     correct = 0

@@ -20,7 +20,6 @@ It writes the table to ``<artifacts>/bench.json``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from typing import Callable
@@ -36,19 +35,6 @@ from .models import SmallCNN
 from .training import natural_step
 
 PGD_BATCH, TRAIN_BATCH = 256, 128
-
-
-def machine() -> dict:
-    """Cores, CPU model, torch version and GPU (if any) of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cores": fast.set_threads(), "cpu": cpu, "cpu_native_bf16": fast.cpu_has_native_bf16(),
-            "torch": torch.__version__, "python": sys.version.split()[0],
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def _sync(device: torch.device) -> None:
@@ -208,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-science", action="store_true", help="speed only (no full-scale accuracy comparison)")
     args = ap.parse_args(argv)
-    record = {"machine": machine(), "devices": {}}
+    record = {"machine": fast.machine(), "devices": {}}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     model = SmallCNN()
     flops = {"attack": step_flops(model, train=False), "train": step_flops(model, train=True)}

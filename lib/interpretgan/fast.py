@@ -29,6 +29,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
+import sys
 from typing import Any
 
 import torch
@@ -126,3 +128,16 @@ def describe(device: str | torch.device, exact: bool | None = None) -> dict[str,
     return {"device": str(device), "exact": resolve_exact(exact), "precision": precision(device, exact),
             "memory_format": "contiguous" if resolve_exact(exact) else "channels_last",
             "threads": torch.get_num_threads()}
+
+
+def machine() -> dict:
+    """Cores, CPU model, torch version and GPU (if any) of this machine."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cores": set_threads(), "cpu": cpu, "cpu_native_bf16": cpu_has_native_bf16(),
+            "torch": torch.__version__, "python": sys.version.split()[0],
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

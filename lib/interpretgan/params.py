@@ -83,11 +83,10 @@ def parse_bool(value: Any, name: str) -> bool:
 def parse_exact(value: Any) -> bool:
     """The ``exact`` switch: True (plain fp32), False (the fast path), or None/"None" for
     ``$INTERPRETGAN_EXACT`` (else False)."""
-    if value is None or str(value).strip().lower() in ("none", ""):
-        from .fast import default_exact
+    from .fast import resolve_exact
 
-        return default_exact()
-    return parse_bool(value, "exact")
+    unset = value is None or str(value).strip().lower() in ("none", "")
+    return resolve_exact(None if unset else parse_bool(value, "exact"))
 
 
 def default_profile() -> str:
@@ -103,7 +102,7 @@ _PARSERS = {
     "attacks": parse_attacks,
     "seed": lambda v: parse_int(v, "seed"),
     "retrain": lambda v: parse_bool(v, "retrain"),
-    "exact": lambda v: parse_exact(v),
+    "exact": parse_exact,
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
 }
 

@@ -14,7 +14,7 @@ import time
 import papermill as pm
 
 from . import paths
-from .bench import machine
+from .fast import machine
 from .cache import write_json
 
 NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
