@@ -96,18 +96,30 @@ class PGD:
             raise ValueError(f"steps must be >= 1, got {steps}")
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.iterates(model, x, y, (self.steps,))[self.steps]
+
+    def iterates(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, at) -> dict[int, torch.Tensor]:
+        """The adversarial images after each step count in ``at`` (each in 1..steps), from one run:
+        the iterate after k steps is exactly what this attack with ``steps=k`` returns from the same
+        random start, so PGD-40 and PGD-100 come out of one 100-step run."""
+        at = sorted({int(k) for k in at})
+        if not at or at[0] < 1 or at[-1] > self.steps:
+            raise ValueError(f"step counts must lie in 1..{self.steps}, got {at}")
         x = x.detach()
         x_adv = x.clone()
         if self.random_start:
             x_adv = (x_adv + torch.empty_like(x).uniform_(-self.eps, self.eps)).clamp_(0.0, 1.0)
         g = torch.zeros_like(x)
-        for _ in range(self.steps):
+        out = {}
+        for k in range(1, at[-1] + 1):
             grad = _input_grad(model, x_adv, y, self.exact)
             if self.momentum:  # M-PGD: sign of the running sum of raw gradients
                 g = g + grad
                 grad = g
             x_adv = _project(x_adv + self.alpha * grad.sign(), x, self.eps)
-        return x_adv.detach()
+            if k in at:
+                out[k] = x_adv.detach()
+        return out
 
     def settings(self) -> dict:
         """The attack's settings as a table row: method, eps, step size, steps, random start, precision (fp32 or the fast path)."""

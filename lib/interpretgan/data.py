@@ -1,6 +1,6 @@
-"""Datasets as ready tensors: MNIST resized to 32x32, as the paper does.
+"""Datasets as ready tensors: MNIST resized to 32x32, as the paper does, and CIFAR-10.
 
-Who should use it: anything that needs images. ``mnist32("train")`` returns an :class:`ImageSet`
+Who should use it: anything that needs images. ``mnist32("train")`` (or ``cifar10("train")``) returns an :class:`ImageSet`
 holding every image as uint8 in memory (no per-image PIL decoding); ``ImageSet.batches`` yields
 float batches in [0, 1] together with each image's index in the set (adversarial training keeps
 per-sample state by that index).
@@ -8,11 +8,18 @@ per-sample state by that index).
 The raw files are torchvision's layout (``<root>/MNIST/raw/*-ubyte``). A missing or truncated file
 raises an error naming the path and what was expected; when a file is missing and the machine is
 online, torchvision downloads it into the data root.
+
+CIFAR-10 (``cifar10(split)``, 3 x 32 x 32) is read from the real python batches
+(``<root>/cifar-10-batches-py/``) when they are present, else from the lossy JPEG copy
+(``<root>/cifar10-jpeg/{train,test}/<class>/NNNN.jpg``); the set's ``name`` and
+:func:`cifar10_source` say which, because results on the JPEG copy must be reported as
+"CIFAR-10 (JPEG copy)". Either is decoded once and then read from a safetensors cache.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +38,12 @@ MNIST_FILES = {
 }
 IMAGE_SIZE = 32
 CLASSES = tuple(str(d) for d in range(10))
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10_BATCHES = {"train": tuple(f"data_batch_{k}" for k in range(1, 6)), "test": ("test_batch",)}
+CIFAR10_REAL_DIR = "cifar-10-batches-py"
+CIFAR10_JPEG_DIR = "cifar10-jpeg"
+CIFAR10_JPEG_NOTE = ("cifar10-jpeg (lossy JPEG copy of CIFAR-10: pixels differ by up to 14/255; "
+                     "report results as 'CIFAR-10 (JPEG copy)')")
 
 
 class DataError(FileNotFoundError):
@@ -161,3 +174,139 @@ def mnist32(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
     with atomic_path(cached) as tmp:
         save_file({"images": x, "labels": y}, str(tmp))
     return ImageSet(x, y, torch.arange(count), f"mnist32-{split}")
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickler for the CIFAR-10 batches that accepts numpy arrays, lists, dicts and bytes only."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One python batch of CIFAR-10: images (n, 3, 32, 32) uint8 and labels (n,) int64."""
+    try:
+        with open(path, "rb") as f:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+        images = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except Exception as exc:
+        raise DataError(f"{path} is not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
+    if images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: b'data' has shape {images.shape} and dtype {images.dtype}; "
+                        f"expected (n, 3072) uint8")
+    if labels.shape != (len(images),) or (len(labels) and (labels.min() < 0 or labels.max() > 9)):
+        raise DataError(f"{path}: b'labels' must hold {len(images)} labels in 0..9")
+    return images.reshape(-1, 3, 32, 32), labels
+
+
+def _jpeg_files(split_dir: Path) -> tuple[list[Path], list[int]]:
+    """The JPEG files of one split, ordered by class (CIFAR-10 label order) then file name."""
+    found = sorted(d.name for d in split_dir.iterdir() if d.is_dir()) if split_dir.is_dir() else []
+    if found != sorted(CIFAR10_CLASSES):
+        raise DataError(f"{split_dir} must hold one folder per CIFAR-10 class {list(CIFAR10_CLASSES)}; "
+                        f"found {found}")
+    files, labels = [], []
+    for label, cls in enumerate(CIFAR10_CLASSES):
+        names = sorted(e.name for e in os.scandir(split_dir / cls) if e.name.endswith(".jpg"))
+        files += [split_dir / cls / n for n in names]
+        labels += [label] * len(names)
+    return files, labels
+
+
+def _decode_jpegs(files: list[Path], desc: str = "") -> torch.Tensor:
+    """Decode 32x32 RGB JPEG files into one uint8 tensor (N x 3 x 32 x 32) with PIL."""
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
+    for k, f in enumerate(tqdm(files, desc=desc, leave=False, disable=None, mininterval=1.0)):
+        with Image.open(f) as img:
+            arr = np.asarray(img.convert("RGB"))
+        if arr.shape != (32, 32, 3):
+            raise DataError(f"{f} decodes to shape {arr.shape}; expected 32x32 RGB")
+        out[k] = arr
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def _cifar10_dir(root: Path) -> tuple[str, Path]:
+    """``("real", <root>/cifar-10-batches-py)`` or ``("jpeg", <root>/cifar10-jpeg)``: real batches first,
+    then the JPEG copy, then a torchvision download of the real batches; else a DataError."""
+    real, jpeg = root / CIFAR10_REAL_DIR, root / CIFAR10_JPEG_DIR
+    needed = [n for names in CIFAR10_BATCHES.values() for n in names]
+    if all((real / n).is_file() for n in needed):
+        return "real", real
+    if (jpeg / "train").is_dir() and (jpeg / "test").is_dir():
+        return "jpeg", jpeg
+    try:  # online machines: let torchvision fetch the real batches into the data root
+        import torchvision
+
+        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+    except Exception as exc:  # offline, read-only root, ...
+        missing = [n for n in needed if not (real / n).is_file()]
+        raise DataError(
+            f"CIFAR-10 not found under data root {root}: expected either {real}/ holding "
+            f"{', '.join(missing)} (the python batches) or {jpeg}/ holding train/<class>/*.jpg and "
+            f"test/<class>/*.jpg (the JPEG copy); download failed ({type(exc).__name__}: {exc}). Set the "
+            f"`data_root` parameter or INTERPRETGAN_DATA to a folder that holds one of them."
+        ) from None
+    return "real", real
+
+
+def cifar10_source(data_root: str | os.PathLike | None = None) -> str:
+    """Which CIFAR-10 :func:`cifar10` reads: "cifar-10-batches-py" (the real one) or the JPEG copy's
+    note (``CIFAR10_JPEG_NOTE``), to be quoted wherever results are reported."""
+    kind, _ = _cifar10_dir(paths.data_root(data_root))
+    return CIFAR10_REAL_DIR if kind == "real" else CIFAR10_JPEG_NOTE
+
+
+def cifar10(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
+    """CIFAR-10 ``split`` ("train" | "test"): uint8 images (N x 3 x 32 x 32) and labels in
+    :data:`CIFAR10_CLASSES` order (50,000 / 10,000 images in the full data set).
+
+    Reads the real python batches when present (name ``cifar10-{split}``), else the lossy JPEG copy
+    (name ``cifar10-jpeg-{split}``, images ordered by class then file name). The decoded split is
+    cached in the artifact folder, keyed by the source files' names, sizes and times.
+    """
+    if split not in CIFAR10_BATCHES:
+        raise ValueError(f"split must be one of {sorted(CIFAR10_BATCHES)}, got {split!r}")
+    root = paths.data_root(data_root)
+    kind, folder = _cifar10_dir(root)
+    if kind == "real":
+        files, name = [folder / n for n in CIFAR10_BATCHES[split]], f"cifar10-{split}"
+        jpeg_labels = None
+    else:
+        files, jpeg_labels = _jpeg_files(folder / split)
+        name = f"cifar10-jpeg-{split}"
+        if not files:
+            raise DataError(f"{folder / split} holds no .jpg files")
+    stamp = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        stamp.update(f"{f.relative_to(folder)}:{st.st_size}:{int(st.st_mtime)}|".encode())
+    key = hashlib.sha256(f"{folder.resolve()}|{stamp.hexdigest()}".encode()).hexdigest()[:16]
+    cached = paths.artifacts_root() / "data" / f"{name}-{key}.safetensors"
+    if cached.is_file():
+        t = load_file(str(cached))
+        return ImageSet(t["images"], t["labels"], torch.arange(len(t["labels"])), name)
+    if kind == "real":
+        parts = [_read_cifar_batch(f) for f in files]
+        x = torch.from_numpy(np.concatenate([p[0] for p in parts])).contiguous()
+        y = torch.from_numpy(np.concatenate([p[1] for p in parts]))
+    else:
+        x = _decode_jpegs(files, desc=name)
+        y = torch.tensor(jpeg_labels, dtype=torch.int64)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        save_file({"images": x, "labels": y}, str(tmp))
+    return ImageSet(x, y, torch.arange(len(y)), name)

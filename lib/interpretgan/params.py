@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 PROFILES = ("smoke", "default", "paper")
 POOLINGS = ("max", "avg")
-TRAININGS = ("natural",)
+TRAININGS = ("natural", "atta")
 DEFAULT_ATTACKS = ("fgsm", "pgd40", "pgd100", "mpgd40")
 _ATTACK = re.compile(r"^(fgsm|pgd[1-9]\d*|mpgd[1-9]\d*)$")
 

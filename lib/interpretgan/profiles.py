@@ -12,6 +12,46 @@ from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
+class AdversarialSchedule:
+    """ATTA-1 + TRADES settings for one dataset (``eps``/``step`` in pixel units of [0, 1] images)."""
+
+    eps: float
+    step: float                     # ATTA's one attack step per epoch and sample
+    epochs: int
+    lr: float
+    lr_milestones: tuple[int, ...]
+    lr_gamma: float = 0.1
+    batch_size: int = 128
+    beta: float = 6.0               # TRADES
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    reset_every: int | None = None  # epochs between buffer resets (None: never)
+    augment: bool = False           # random crop (pad 4) and flip, with the inverse for the buffer
+    n_train: int | None = None      # training images (None: the whole split)
+    eval_steps: int = 40            # the per-epoch robustness check: PGD-k ...
+    eval_step: float = 0.01         # ... of this step size ...
+    n_eval: int = 500               # ... on this many test images
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# The paper trains with ATTA-1 + TRADES "with recommended hyperparameters"; these follow the
+# authors' ATTA code (MNIST: eps 0.3, step 0.01, 60 epochs, lr 0.01 x0.1 at 55; CIFAR-10: eps 0.031,
+# step 0.015, buffer reset every 10 epochs, batch 64, 38 epochs, lr 0.1 x0.1 at 30 and 36).
+PAPER_ATTA = {
+    "mnist": AdversarialSchedule(eps=0.3, step=0.01, epochs=60, lr=0.01, lr_milestones=(55,), batch_size=128),
+    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=38, lr=0.1, lr_milestones=(30, 36), batch_size=64,
+                                   weight_decay=2e-4, reset_every=10, augment=True, eval_steps=20,
+                                   eval_step=0.003, n_eval=1000),
+}
+
+#: CIFAR-10 architectures per profile: build() keyword arguments (the paper: full VGG16 and WRN-34-10).
+PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
+                     "wrn": {"arch": "wrn", "depth": 34, "widen_factor": 10}}
+
+
+@dataclass(frozen=True)
 class Profile:
     """Sizes and schedules of one profile (None means the whole split)."""
 
@@ -25,16 +65,44 @@ class Profile:
     lr_gamma: float = 0.1
     batch_size: int = 128
     eval_batch_size: int = 500
+    atta: dict = field(default_factory=lambda: dict(PAPER_ATTA))  # dataset -> AdversarialSchedule
+    cifar_archs: dict = field(default_factory=lambda: dict(PAPER_CIFAR_ARCHS))
+    pooling_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per pooling in 06_pooling
+    n_pooling: int | None = None    # MNIST test images for the pooling table (None: all 10,000)
+    n_apgd: int = 1_000             # test images for APGD-CE/-DLR and the transfer attacks
+    n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+SMOKE_ATTA = {
+    "mnist": AdversarialSchedule(eps=0.3, step=0.05, epochs=1, lr=0.05, lr_milestones=(), n_train=4_000,
+                                 n_eval=100),
+    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=1, lr=0.05, lr_milestones=(), batch_size=64,
+                                   weight_decay=2e-4, reset_every=10, augment=True, n_train=512, eval_steps=5,
+                                   eval_step=0.008, n_eval=64),
+}
+DEFAULT_ATTA = {
+    "mnist": AdversarialSchedule(eps=0.3, step=0.04, epochs=12, lr=0.01, lr_milestones=(10,)),
+    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=10, lr=0.05, lr_milestones=(8,), batch_size=64,
+                                   weight_decay=2e-4, reset_every=None, augment=True, n_train=20_000,
+                                   eval_steps=10, eval_step=0.007, n_eval=500),
+}
+DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
+                       "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 2}}
+
 PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
-                     notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",)),
+                     atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
+                                                   "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
+                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, n_cifar_test=64,
+                     notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
+                            "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
+                       atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
+                       n_apgd=1_000, n_cifar_test=1_000,
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,

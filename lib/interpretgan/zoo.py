@@ -21,21 +21,61 @@ import torch
 from torch import nn
 
 from . import cache, fast
-from .attacks import AttackResult, accuracy, make_attack, run_attack
+from .attacks import PGD, AttackResult, accuracy, make_attack, run_attack
 from .data import mnist32
 from .models import build
 from .profiles import get_profile
-from .training import set_seed, train_natural
+from .training import _world, set_seed, train_atta, train_natural
 
 ARCH_VERSION = 1  # bump when the model or the training loop changes what a setting produces
+ATTA_VERSION = 1  # bump when the adversarial training loop changes what a setting produces
+TRAININGS = ("natural", "atta")
+DATASETS = ("mnist", "cifar10")
+
+
+def dataset_split(dataset: str, split: str, data_root: str | None = None):
+    """The ImageSet of ``dataset`` ("mnist": 32x32 MNIST; "cifar10") and ``split`` ("train" | "test")."""
+    if dataset == "mnist":
+        return mnist32(split, data_root)
+    if dataset == "cifar10":
+        from .data import cifar10
+
+        return cifar10(split, data_root)
+    raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+
+
+def input_shape(dataset: str) -> tuple[int, int, int]:
+    """(C, H, W) of one image of ``dataset``."""
+    return (1, 32, 32) if dataset == "mnist" else (3, 32, 32)
 
 
 def classifier_settings(profile: str = "default", pooling: str = "max", training: str = "natural",
-                        seed: int = 0, exact: bool | None = None) -> dict[str, Any]:
-    """Every setting that changes the trained classifier (its cache key is made from these)."""
+                        seed: int = 0, exact: bool | None = None, dataset: str = "mnist",
+                        arch: str | None = None) -> dict[str, Any]:
+    """Every setting that changes the trained classifier (its cache key is made from these).
+
+    ``dataset`` "mnist" uses the paper's SmallCNN; "cifar10" takes ``arch`` "vgg16" or "wrn", sized
+    by the profile (``Profile.cifar_archs``) and trained adversarially only, as in the paper.
+    """
     p = get_profile(profile)
-    if training != "natural":
-        raise ValueError(f"training must be one of ['natural'], got {training!r}")
+    if training not in TRAININGS:
+        raise ValueError(f"training must be one of {list(TRAININGS)}, got {training!r}")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    if dataset == "cifar10":
+        if arch not in p.cifar_archs:
+            raise ValueError(f"arch for cifar10 must be one of {list(p.cifar_archs)}, got {arch!r}")
+        if training != "atta":
+            raise ValueError("CIFAR-10 models are trained adversarially only (training='atta'), as in the paper")
+    elif arch not in (None, "smallcnn"):
+        raise ValueError(f"arch for mnist must be 'smallcnn', got {arch!r}")
+    if training == "atta":
+        sched = p.atta[dataset]
+        model = {"arch": "smallcnn", "dropout": 0.5} if dataset == "mnist" else dict(p.cifar_archs[arch])
+        return {"kind": "classifier", "version": ARCH_VERSION, "atta_version": ATTA_VERSION, "dataset": dataset,
+                "arch": model["arch"], "model": model, "pooling": pooling, "training": "atta", "seed": int(seed),
+                "n_train_seed": 0, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in sched.as_dict().items()},
+                "exact": fast.resolve_exact(exact)}
     return {"kind": "classifier", "version": ARCH_VERSION, "dataset": "mnist32", "arch": "smallcnn",
             "pooling": pooling, "dropout": 0.5, "training": training, "seed": int(seed),
             "n_train": p.n_train, "n_train_seed": 0, "epochs": p.epochs, "lr": p.lr,
@@ -45,12 +85,37 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
 
 def shipped_name(settings: dict[str, Any]) -> str:
     """File name of these settings' weights in ``weights/``."""
-    return f"mnist-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}.safetensors"
+    dataset = settings.get("dataset", "mnist32").replace("mnist32", "mnist")
+    return f"{dataset}-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}.safetensors"
+
+
+def _build(settings: dict[str, Any]) -> nn.Module:
+    if "model" in settings:
+        kwargs = {k: v for k, v in settings["model"].items() if k != "arch"}
+        return build(settings["model"]["arch"], pooling=settings["pooling"], **kwargs)
+    return build(settings["arch"], pooling=settings["pooling"], dropout=settings["dropout"])
+
+
+def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact):
+    """Train ``model`` on these settings (natural or ATTA); returns the history."""
+    dataset = settings.get("dataset", "mnist32").replace("mnist32", "mnist")
+    train = dataset_split(dataset, "train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
+    common = dict(epochs=settings["epochs"], lr=settings["lr"], lr_milestones=tuple(settings["lr_milestones"]),
+                  lr_gamma=settings["lr_gamma"], momentum=settings["momentum"],
+                  weight_decay=settings["weight_decay"], batch_size=settings["batch_size"], seed=settings["seed"],
+                  checkpoint=checkpoint, device=device, progress=progress, exact=exact)
+    if settings["training"] == "natural":
+        return train_natural(model, train, test, **common)
+    check = PGD(settings["eps"], alpha=settings["eval_step"], steps=settings["eval_steps"], exact=exact)
+    return train_atta(model, train, test, eps=settings["eps"], step_size=settings["step"], beta=settings["beta"],
+                      reset_every=settings["reset_every"], augment=settings["augment"], eval_attack=check,
+                      eval_set=test.subset(settings["n_eval"], seed=1), **common)
 
 
 def classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
-               progress: bool = True, exact: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               progress: bool = True, exact: bool | None = None, dataset: str = "mnist",
+               arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier for these settings, in eval mode on ``device``, and an info dict.
 
     info: ``key`` (cache key), ``settings``, ``source`` ("cache" | "shipped" | "trained"),
@@ -58,15 +123,19 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
     ``test_accuracy`` (fraction of the profile's test images, measured now), ``n_test``.
     ``retrain=True`` ignores the shipped weights (your own cached runs are still used). ``exact``
     (None: $INTERPRETGAN_EXACT) trains and evaluates in plain fp32 instead of the fast path.
+    ``training="atta"`` trains adversarially (ATTA-1 + TRADES, the profile's ``atta`` schedule);
+    ``dataset="cifar10"`` with ``arch`` "vgg16" | "wrn" gives the CIFAR-10 models of Table 3. Under
+    ``torchrun`` every process trains its shard and rank 0 writes the cache.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = classifier_settings(profile, pooling, training, seed, exact)
+    settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
     exact = settings["exact"]
     key = cache.settings_key(settings)
     p = get_profile(profile)
     set_seed(seed)  # the initialisation
-    model = build(settings["arch"], pooling=pooling, dropout=settings["dropout"]).to(device)
-    test = mnist32("test", data_root).subset(p.n_test)
+    model = _build(settings).to(device)
+    n_test = p.n_test if dataset == "mnist" else p.n_cifar_test
+    test = dataset_split(dataset, "test", data_root).subset(n_test)
     folder = cache.entry("classifiers", settings)
     final, ckpt = folder / "model.safetensors", folder / "checkpoint.pt"
     history = None
@@ -80,14 +149,10 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
         history = cache.read_manifest()["files"][f.name].get("history")
     else:
         source = "trained"
-        train = mnist32("train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
-        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
-                                lr_milestones=tuple(settings["lr_milestones"]), lr_gamma=settings["lr_gamma"],
-                                momentum=settings["momentum"], weight_decay=settings["weight_decay"],
-                                batch_size=settings["batch_size"], seed=seed, checkpoint=ckpt, device=device,
-                                progress=progress, exact=exact)
-        cache.save_checkpoint(history, folder / "history.pt")
-        cache.save_weights(model.state_dict(), final, metadata={"key": key})
+        history = _train(model, settings, test, data_root, ckpt, device, progress, exact)
+        if _world()[0] == 0:
+            cache.save_checkpoint(history, folder / "history.pt")
+            cache.save_weights(model.state_dict(), final, metadata={"key": key})
     fast.prepare(model.eval(), exact)
     for prm in model.parameters():
         prm.requires_grad_(False)
@@ -108,14 +173,15 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
     """
     device = torch.device(device or next(model.parameters()).device)
     exact = info["settings"]["exact"]
-    atk = make_attack(attack, epsilon, exact=exact)
+    dataset = info["settings"].get("dataset", "mnist32").replace("mnist32", "mnist")
+    atk = make_attack(attack, epsilon, dataset=dataset, exact=exact)
     settings = {"kind": "adversarial", "classifier": info["key"], "attack": repr(atk), "n_images": n_images,
                 "subset_seed": 0, "seed": int(seed), "exact": exact}
     f = cache.entry("adversarial", settings) / "result.pt"
     if f.is_file():
         r = cache.load_checkpoint(f)
         return AttackResult(attack, r["labels"], r["pred_clean"], r["pred_adv"], r["x_adv"])
-    test = mnist32("test", data_root).subset(n_images)
+    test = dataset_split(dataset, "test", data_root).subset(n_images)
     torch.manual_seed(seed)
     result = run_attack(model, atk, test, batch_size=batch_size, device=device, keep_images=True,
                         progress=progress, name=attack)
@@ -125,9 +191,9 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
 
 
 def ship_classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
-                    exact: bool | None = None) -> str:
+                    exact: bool | None = None, dataset: str = "mnist", arch: str | None = None) -> str:
     """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool); returns its name."""
-    settings = classifier_settings(profile, pooling, training, seed, exact)
+    settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
     folder = cache.entry("classifiers", settings)
     if not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"no trained model cached for these settings in {folder}; run classifier() first")

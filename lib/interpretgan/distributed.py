@@ -1,0 +1,72 @@
+"""Adversarial training on several devices: ``torchrun`` + DistributedDataParallel.
+
+Who should use it: anyone with more than one GPU (or CPU node) who wants the ATTA models of the
+pooling study faster. One process per device; each trains on its shard of every global batch (the
+samples whose index modulo the world size is its rank) and alone keeps those samples' ATTA
+perturbations; gradients are averaged by DistributedDataParallel so the result is the
+single-process one (see :func:`interpretgan.training.train_atta`). Rank 0 writes the checkpoint
+(resumable, the buffer gathered from every rank) and the finished model into the artifact cache,
+where notebooks find it as usual (``source == "cache"``).
+
+Example (two GPUs; on CPUs the backend is gloo)::
+
+    torchrun --nproc_per_node 2 -m interpretgan.distributed --profile paper --pooling avg --seed 1
+    torchrun --nproc_per_node 4 -m interpretgan.distributed --dataset cifar10 --arch wrn --profile paper
+
+Models with batch norm (VGG16, WRN) normalise with each process's own batch statistics, as plain
+DDP does, so for them the result is close to, not equal to, the single-process one.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+import torch.distributed as dist
+
+from . import fast
+
+
+def init(backend: str | None = None) -> torch.device:
+    """Join the process group torchrun describes (env:// rendezvous); returns this process's device
+    (cuda:LOCAL_RANK when GPUs are visible, else the CPU with cores shared among local processes)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    use_cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(max(1, fast.set_threads() // local_world))
+    return torch.device("cpu")
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .zoo import classifier
+
+    ap = argparse.ArgumentParser(prog="torchrun ... -m interpretgan.distributed",
+                                 description="ATTA-1 + TRADES training of one zoo model with DistributedDataParallel.")
+    ap.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
+    ap.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    ap.add_argument("--arch", default=None, help="cifar10 only: vgg16 | wrn")
+    ap.add_argument("--pooling", default="max", choices=["max", "avg"])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-root", default=None)
+    ap.add_argument("--exact", action="store_true", help="plain fp32 instead of the fast path")
+    ap.add_argument("--backend", default=None, help="gloo | nccl (default: nccl with GPUs, else gloo)")
+    args = ap.parse_args(argv)
+    device = init(args.backend)
+    try:
+        model, info = classifier(profile=args.profile, pooling=args.pooling, training="atta", seed=args.seed,
+                                 data_root=args.data_root, device=device, exact=args.exact or None,
+                                 dataset=args.dataset, arch=args.arch, progress=dist.get_rank() == 0)
+        if dist.get_rank() == 0:
+            print(f"{info['source']}: {info['key']} test accuracy {info['test_accuracy']:.4f} "
+                  f"({dist.get_world_size()} processes)")
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The pooling study's evaluation: shared PGD runs, APGD parity with torchattacks, transfer, seed summaries."""
+import pandas as pd
+import pytest
+import torch
+
+from interpretgan.attacks import MPGD, PGD, run_attack
+from interpretgan.robustness import apgd, compare_poolings, evaluate, seed_summary, transfer
+
+
+def test_pgd40_is_the_40th_iterate_of_pgd100(weak_model, test_set):
+    x, y = test_set.subset(32).tensors()
+    torch.manual_seed(3)
+    alone = PGD(0.3, 0.01, 40, exact=True)(weak_model, x, y)
+    torch.manual_seed(3)
+    its = PGD(0.3, 0.01, 100, exact=True).iterates(weak_model, x, y, (40, 100))
+    torch.testing.assert_close(its[40], alone, rtol=0, atol=0)
+    assert not torch.equal(its[40], its[100])
+    with pytest.raises(ValueError, match="1..100"):
+        PGD(0.3, 0.01, 100).iterates(weak_model, x, y, (101,))
+
+
+def test_evaluate_equals_separate_runs(weak_model, test_set):
+    s = test_set.subset(300)
+    ev = evaluate(weak_model, s, ["pgd5", "pgd10"], eps=0.1, exact=True, seed=4, batch_size=128, progress=False,
+                  keep=["pgd10"])
+    for k in (5, 10):
+        torch.manual_seed(4)
+        ref = run_attack(weak_model, PGD(0.1, 0.01, k, exact=True), s, batch_size=128, progress=False)
+        assert ev.robust[f"pgd{k}"] == ref.robust_accuracy
+        assert torch.equal(ev.correct[f"pgd{k}"], ref.pred_adv == ref.labels)
+    assert ev.clean == ref.clean_accuracy and ev.robust["pgd10"] <= ev.robust["pgd5"] + 0.01
+    assert ev.adversarial["pgd10"].shape == (300, 1, 32, 32)
+    torch.manual_seed(4)
+    mp = evaluate(weak_model, s, ["mpgd10"], eps=0.1, exact=True, seed=4, batch_size=128, progress=False)
+    torch.manual_seed(4)
+    assert mp.robust["mpgd10"] == run_attack(weak_model, MPGD(0.1, 0.01, 10, exact=True), s, batch_size=128,
+                                             progress=False).robust_accuracy
+    # crafted on the model itself, "transfer" scores exactly its white-box robustness
+    assert torch.equal(transfer(weak_model, ev.adversarial["pgd10"], s.labels, exact=True), ev.correct["pgd10"])
+    with pytest.raises(ValueError, match="pgd<k>"):
+        evaluate(weak_model, s, ["pgd"], eps=0.1)
+
+
+def test_apgd_is_torchattacks_apgd(weak_model, test_set):
+    import torchattacks
+
+    s = test_set.subset(100)
+    ours = apgd(weak_model, s, eps=0.1, loss="dlr", steps=10, exact=True, progress=False)
+    x, y = s.tensors()
+    ref = torchattacks.APGD(weak_model, norm="Linf", eps=0.1, steps=10, n_restarts=1, seed=0, loss="dlr")(x, y)
+    assert torch.equal(ours, weak_model(ref).argmax(1) == y)
+    ce = apgd(weak_model, s, eps=0.1, loss="ce", steps=10, exact=True, progress=False)
+    pgd = evaluate(weak_model, s, ["pgd10"], eps=0.1, exact=True, progress=False).robust["pgd10"]
+    assert ce.float().mean().item() <= pgd + 0.03  # APGD is at least about as strong as PGD of equal steps
+
+
+def test_seed_summary_and_pooling_comparison_by_hand():
+    rows = [("max", 0, "pgd40", 0.80), ("max", 1, "pgd40", 0.84), ("max", 2, "pgd40", 0.82),
+            ("avg", 0, "pgd40", 0.90), ("avg", 1, "pgd40", 0.88), ("avg", 2, "pgd40", 0.92),
+            ("max", 0, "fgsm", 0.90), ("max", 1, "fgsm", 0.90), ("max", 2, "fgsm", 0.96),
+            ("avg", 0, "fgsm", 0.91), ("avg", 1, "fgsm", 0.92), ("avg", 2, "fgsm", 0.93)]
+    df = pd.DataFrame(rows, columns=["pooling", "seed", "attack", "accuracy"])
+    summary = seed_summary(df)
+    assert summary.loc[("max", "pgd40"), "mean"] == pytest.approx(82.0)
+    assert summary.loc[("max", "pgd40"), "std"] == pytest.approx(2.0)
+    assert summary.loc[("avg", "fgsm"), ["min", "max", "seeds"]].tolist() == pytest.approx([91, 93, 3])
+    cmp = compare_poolings(summary, ["pgd40", "fgsm"])
+    assert cmp.loc["pgd40", "avg - max"] == pytest.approx(8.0)
+    assert cmp.loc["pgd40", "verdict"] == "avg > max, beyond the seed spread"
+    assert cmp.loc["fgsm", "avg - max"] == pytest.approx(0.0, abs=1e-9)
+    assert cmp.loc["fgsm", "verdict"].startswith("avg <= max here")
