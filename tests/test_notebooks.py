@@ -29,6 +29,30 @@ def test_01_train_smoke_glues_test_accuracy(tmp_path):
     assert 0.8 <= scraps["test_accuracy"] <= 1.0
 
 
+def test_01_train_atta_smoke_glues_the_robustness_check(tmp_path):
+    scraps = run("01_train", tmp_path, training="atta")
+    assert 0.5 <= scraps["test_accuracy"] <= 1.0
+    assert 0.0 <= scraps["robust_accuracy_check"] <= scraps["test_accuracy"]
+
+
+def test_06_pooling_smoke_glues_both_tables_and_the_masking_checks(tmp_path):
+    scraps = run("06_pooling", tmp_path)
+    attacks = {"clean", "pgd40", "pgd100", "mpgd40", "fgsm"}
+    table, per_seed = scraps["pooling_table"], scraps["pooling_per_seed"]
+    assert set(table) == set(per_seed) == {"max", "avg"}
+    for pool in ("max", "avg"):
+        assert set(table[pool]) == set(per_seed[pool]) == attacks
+        for a in attacks:  # one seed at the smoke profile: the mean is that seed's value
+            assert len(per_seed[pool][a]) == 1 and table[pool][a] == per_seed[pool][a][0]
+        # robust accuracy never exceeds clean accuracy, and PGD-100 continues PGD-40's run
+        assert max(table[pool][a] for a in attacks) <= table[pool]["clean"] + 0.02
+        assert table[pool]["pgd100"] <= table[pool]["pgd40"] + 1e-9
+        m = scraps["masking"][pool]
+        assert m["worst_case"] <= min(m["white_box"], m["apgd_ce"], m["apgd_dlr"], m["transfer"])
+    cifar = scraps["cifar_table"]
+    assert set(cifar) == {"vgg16", "wrn"} and set(cifar["wrn"]["avg"]) == {"clean", "pgd20", "pgd100", "mpgd20", "fgsm"}
+
+
 def test_02_attack_smoke_glues_robust_accuracy_per_attack(tmp_path):
     robust = run("02_attack", tmp_path)["robust_accuracy"]
     # (a glued dict comes back with sorted keys: nbformat writes JSON with sort_keys)
@@ -55,6 +79,9 @@ def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
     ("01_train", "profile", "huge", "must be one of smoke, default, paper"),
     ("02_attack", "epsilon", -1, "'epsilon' must lie in (0, 1]"),
     ("02_attack", "attacks", "pgd40,cw", "fgsm, pgd<k>, mpgd<k>"),
+    ("01_train", "training", "adversarial", "must be one of natural, atta"),
+    ("06_pooling", "profile", "huge", "must be one of smoke, default, paper"),
+    ("06_pooling", "cifar", "maybe", "must be one of True, False"),
 ])
 def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeypatch, name, param, value, expected):
     artifacts = tmp_path / "artifacts"

@@ -56,3 +56,24 @@ def test_profiles_default_natural_training_matches_the_paper():
         assert (prof.epochs, prof.lr, prof.lr_milestones, prof.lr_gamma, prof.batch_size) == (10, 0.01, (5,), 0.1, 128)
         assert prof.n_train is None
     assert paper.n_attack is None and d.n_attack >= 2000
+
+
+def test_paper_profile_adversarial_training_is_the_authors():
+    mnist, cifar = PROFILES["paper"].atta["mnist"], PROFILES["paper"].atta["cifar10"]
+    assert (mnist.eps, mnist.step, mnist.epochs, mnist.lr, mnist.lr_milestones, mnist.beta, mnist.batch_size) == \
+        (0.3, 0.01, 60, 0.01, (55,), 6.0, 128)
+    assert mnist.n_train is None and mnist.reset_every is None and not mnist.augment
+    assert (cifar.eps, cifar.step, cifar.reset_every, cifar.batch_size, cifar.epochs, cifar.lr, cifar.beta) == \
+        (0.031, 0.015, 10, 64, 38, 0.1, 6.0)
+    assert cifar.augment and (cifar.eval_steps, cifar.eval_step) == (20, 0.003)
+    assert PROFILES["paper"].cifar_archs["wrn"] == {"arch": "wrn", "depth": 34, "widen_factor": 10}
+    d = PROFILES["default"]
+    # the default's buffer reaches eps 0.3 and then trains there for a few epochs
+    assert d.atta["mnist"].eps == 0.3 and d.atta["mnist"].step * d.atta["mnist"].epochs >= 1.5 * 0.3
+    assert len(d.pooling_seeds) >= 3 and d.n_pooling >= 2000 and d.n_apgd >= 1000 and len(d.cifar_seeds) >= 2
+
+
+def test_training_accepts_atta():
+    assert resolve(training="ATTA").training == "atta"
+    with pytest.raises(ParameterError, match="natural, atta"):
+        resolve(training="trades")

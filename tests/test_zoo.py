@@ -45,3 +45,21 @@ def test_shipped_default_weights_match_their_key_and_reach_99_percent(pooling, t
     # (within 3 digits of the recorded figure: a CPU without native bf16 evaluates the fast path in fp32)
     assert acc >= 0.99 and acc == pytest.approx(entry["test_accuracy"], abs=3e-4)
     assert entry["history"]["epoch"] == list(range(1, 11))
+
+
+def test_atta_and_cifar_settings():
+    nat, atta = zoo.classifier_settings("default", "max", "natural"), zoo.classifier_settings("default", "max", "atta")
+    assert "model" not in nat  # natural MNIST settings (and so the shipped natural weights' keys) are unchanged
+    assert cache.settings_key(nat) != cache.settings_key(atta)
+    assert (atta["eps"], atta["beta"], atta["training"]) == (0.3, 6.0, "atta")
+    assert zoo.classifier_settings("paper", "max", "atta")["epochs"] == 60 != atta["epochs"]
+    vgg = zoo.classifier_settings("default", "avg", "atta", dataset="cifar10", arch="vgg16")
+    assert vgg["model"]["arch"] == "vgg16" and vgg["augment"] and vgg["eps"] == 0.031
+    assert zoo.shipped_name(vgg) == "cifar10-vgg16-avg-atta-seed0.safetensors"
+    assert zoo.shipped_name(nat) == "mnist-smallcnn-max-natural-seed0.safetensors"
+    with pytest.raises(ValueError, match="vgg16"):
+        zoo.classifier_settings("default", "max", "atta", dataset="cifar10", arch="resnet")
+    with pytest.raises(ValueError, match="adversarially only"):
+        zoo.classifier_settings("default", "max", "natural", dataset="cifar10", arch="vgg16")
+    with pytest.raises(ValueError, match="natural', 'atta"):
+        zoo.classifier_settings("default", "max", "trades")

@@ -79,6 +79,12 @@ class ImageSet:
         pick = torch.randperm(len(self), generator=g)[:n].sort().values
         return ImageSet(self.images[pick], self.labels[pick], self.indices[pick], f"{self.name}[{n}]")
 
+    def take(self, positions: torch.Tensor | slice) -> "ImageSet":
+        """The images at ``positions`` of this set (a slice or an index tensor), indices kept."""
+        if isinstance(positions, slice):
+            positions = torch.arange(len(self))[positions]
+        return ImageSet(self.images[positions], self.labels[positions], self.indices[positions], self.name)
+
     def tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """All images as float in [0, 1] and their labels, on ``device``."""
         return to_float(self.images, device), self.labels.to(device)

@@ -12,20 +12,36 @@ import seaborn as sns
 import torch
 
 
-def learning_curve(history: dict, title: str = "Natural training") -> plt.Figure:
-    """Training loss (every few steps, against epochs) and test accuracy per epoch."""
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
+def learning_curve(history: dict, title: str = "Natural training", robust_label: str = "robust (PGD check)"
+                   ) -> plt.Figure:
+    """Training loss (every few steps, against epochs) and test accuracy per epoch; for adversarial
+    training (a history with ``robust_accuracy``) also the per-epoch robust accuracy and the mean
+    l_inf size of the ATTA perturbations trained on."""
+    adversarial = "robust_accuracy" in history
+    fig, axes = plt.subplots(1, 3 if adversarial else 2, figsize=(14 if adversarial else 10, 3.4))
+    a, b = axes[0], axes[1]
     steps_per_epoch = history["step"][-1] / history["epoch"][-1] if history["epoch"] else 1
     a.plot(np.asarray(history["step"]) / steps_per_epoch, history["step_loss"], lw=1)
-    a.set(xlabel="epoch", ylabel="cross-entropy (training)", yscale="log", title="training loss")
-    for e, lr in zip(history["epoch"], history["lr"]):
+    a.set(xlabel="epoch", ylabel="TRADES loss (training)" if adversarial else "cross-entropy (training)",
+          yscale="log", title="training loss")
+    for e in history["epoch"]:
         a.axvline(e, color="0.85", lw=0.5, zorder=0)
-    b.plot(history["epoch"], np.asarray(history["test_accuracy"]) * 100, "o-")
-    for e, acc in zip(history["epoch"], history["test_accuracy"]):
-        b.annotate(f"{acc * 100:.2f}", (e, acc * 100), textcoords="offset points", xytext=(0, 6),
-                   ha="center", fontsize=7)
-    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy after each epoch")
+    series = [("clean", history["test_accuracy"])]
+    if adversarial:
+        series.append((robust_label, history["robust_accuracy"]))
+    for name, values in series:
+        b.plot(history["epoch"], np.asarray(values) * 100, "o-", label=name)
+        for e, acc in zip(history["epoch"], values):
+            b.annotate(f"{acc * 100:.1f}" if adversarial else f"{acc * 100:.2f}", (e, acc * 100),
+                       textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    b.set(xlabel="epoch", ylabel="test accuracy (%)", title="accuracy after each epoch")
     b.set_xticks(history["epoch"])
+    if adversarial:
+        b.legend(fontsize=8, loc="lower right")
+        c = axes[2]
+        c.plot(history["epoch"], history["perturbation"], "o-", color="tab:red")
+        c.set(xlabel="epoch", ylabel="mean l_inf of the perturbations", title="ATTA buffer: perturbation size")
+        c.set_xticks(history["epoch"])
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -70,7 +70,9 @@ class Profile:
     pooling_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per pooling in 06_pooling
     n_pooling: int | None = None    # MNIST test images for the pooling table (None: all 10,000)
     n_apgd: int = 1_000             # test images for APGD-CE/-DLR and the transfer attacks
+    apgd_steps: int = 100           # APGD iterations (AutoAttack's 100)
     n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3
+    cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
@@ -86,27 +88,33 @@ SMOKE_ATTA = {
 }
 DEFAULT_ATTA = {
     "mnist": AdversarialSchedule(eps=0.3, step=0.04, epochs=12, lr=0.01, lr_milestones=(10,)),
-    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=10, lr=0.05, lr_milestones=(8,), batch_size=64,
+    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=8, lr=0.05, lr_milestones=(6,), batch_size=64,
                                    weight_decay=2e-4, reset_every=None, augment=True, n_train=20_000,
                                    eval_steps=10, eval_step=0.007, n_eval=500),
 }
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
-                       "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 2}}
+                       "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
 
 PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
-                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, n_cifar_test=64,
+                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, n_cifar_test=1_000,
+                       n_apgd=1_000, n_cifar_test=1_000, cifar_seeds=(0, 1),
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
-                              "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)")),
+                              "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
+                              "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "
+                              "60 epochs, x0.1 after 55); 3 seeds per pooling",
+                              "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 20,000 training "
+                              "images, 8 epochs, 2 seeds, 1,000 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
-                     notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",)),
+                     notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",
+                            "ATTA-1 + TRADES with the authors' settings (MNIST 60 epochs; CIFAR-10 VGG16 and "
+                            "WRN-34-10, 38 epochs: for GPUs, see `torchrun -m interpretgan.distributed`)")),
 }
 
 

@@ -180,10 +180,187 @@ def compare_poolings(summary: pd.DataFrame, attacks: Iterable[str], prefix: tupl
     for atk in attacks:
         mx, av = summary.loc[(*prefix, "max", atk)], summary.loc[(*prefix, "avg", atk)]
         gap, spread = av["mean"] - mx["mean"], max(mx["std"], av["std"])
-        if gap > 0:
+        if min(mx["seeds"], av["seeds"]) < 2:
+            verdict = ("avg > max" if gap > 0 else "avg <= max here") + " (one seed: no spread to compare with)"
+        elif gap > 0:
             verdict = "avg > max, beyond the seed spread" if gap > spread else "avg > max, within the seed spread"
         else:
             verdict = "avg <= max here" + (" (beyond the seed spread)" if -gap > spread else " (within the seed spread)")
         rows.append({"attack": atk, "max": mx["mean"], "avg": av["mean"], "avg - max": gap,
                      "seed std (larger)": spread, "verdict": verdict})
     return pd.DataFrame(rows).set_index("attack")
+
+
+# ----------------------------------------------------------------------------------------------
+# The pooling study: ATTA models with max and avg pooling over seeds (Tables 2 and 3)
+# ----------------------------------------------------------------------------------------------
+
+#: The paper's Table 2 (MNIST, eps 0.3), robust accuracy in percent.
+PAPER_TABLE2 = {"max": {"pgd40": 89.33, "pgd100": 81.98, "mpgd40": 89.76, "fgsm": 95.62},
+                "avg": {"pgd40": 91.56, "pgd100": 87.48, "mpgd40": 92.09, "fgsm": 95.72}}
+#: The paper's Table 3 (CIFAR-10, eps 8/255), robust accuracy in percent, by (arch, pooling).
+PAPER_TABLE3 = {("vgg16", "max"): {"pgd20": 46.97, "pgd100": 45.69, "mpgd20": 47.06, "fgsm": 50.46},
+                ("vgg16", "avg"): {"pgd20": 48.25, "pgd100": 47.09, "mpgd20": 48.91, "fgsm": 51.64},
+                ("wrn", "max"): {"pgd20": 53.08, "pgd100": 51.65, "mpgd20": 53.94, "fgsm": 57.63},
+                ("wrn", "avg"): {"pgd20": 54.68, "pgd100": 52.59, "mpgd20": 55.47, "fgsm": 59.92}}
+STUDY_ATTACKS = {"mnist": ("pgd40", "pgd100", "mpgd40", "fgsm"), "cifar10": ("pgd20", "pgd100", "mpgd20", "fgsm")}
+#: l_inf radius per dataset: MNIST 0.3; CIFAR-10 0.031, the authors' value for 8/255 (= 0.0314).
+STUDY_EPS = {"mnist": 0.3, "cifar10": 0.031}
+
+
+@dataclass
+class PoolingStudy:
+    """ATTA models of one dataset (and arch) for both poolings and several seeds, evaluated.
+
+    ``models``, ``infos`` and ``evaluations`` are keyed by ``(pooling, seed)``; ``per_seed`` is the
+    long table (columns pooling, seed, attack, accuracy; "clean" among the attacks); ``test`` the
+    evaluated ImageSet; ``seconds`` the wall time of this call."""
+
+    dataset: str
+    arch: str | None
+    attacks: tuple[str, ...]
+    eps: float
+    test: Any
+    models: dict
+    infos: dict
+    evaluations: dict
+    per_seed: pd.DataFrame
+    seconds: float
+
+
+def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | None = None,
+                  seeds: Iterable[int] | None = None, data_root: str | None = None, retrain: bool = False,
+                  exact: bool | None = None, keep: Iterable[str] = (), progress: bool = True) -> PoolingStudy:
+    """Train or load (through :func:`interpretgan.zoo.classifier`) the ATTA models with max and avg
+    pooling for each seed (default: the profile's ``pooling_seeds`` for MNIST, ``cifar_seeds`` for
+    CIFAR-10), and evaluate each under the paper's attacks (``STUDY_ATTACKS``, eps ``STUDY_EPS``) on
+    the profile's test subset (``n_pooling`` / ``n_cifar_test`` images, the same for every model)."""
+    import time
+
+    from .profiles import get_profile
+    from .zoo import dataset_split, classifier
+
+    t0 = time.perf_counter()
+    p = get_profile(profile)
+    seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
+    attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
+    test = dataset_split(dataset, "test", data_root).subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
+    models, infos, evals, rows = {}, {}, {}, []
+    for pooling in ("max", "avg"):
+        for seed in seeds:
+            model, info = classifier(profile, pooling, "atta", seed, data_root, retrain, exact=exact, dataset=dataset,
+                                     arch=arch, progress=progress)
+            ev = evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
+            models[pooling, seed], infos[pooling, seed], evals[pooling, seed] = model, info, ev
+            rows.append((pooling, seed, "clean", ev.clean))
+            rows += [(pooling, seed, a, ev.robust[a]) for a in attacks]
+            if progress:
+                print(f"{dataset} {arch or 'smallcnn'} {pooling} seed {seed} ({info['source']}): clean "
+                      f"{ev.clean:.2%}, " + ", ".join(f"{a} {ev.robust[a]:.2%}" for a in attacks))
+    per_seed = pd.DataFrame(rows, columns=["pooling", "seed", "attack", "accuracy"])
+    return PoolingStudy(dataset, arch, attacks, eps, test, models, infos, evals, per_seed, time.perf_counter() - t0)
+
+
+def table_with_paper(summary: pd.DataFrame, paper: dict, attacks: Iterable[str], groups: Iterable[tuple]
+                     ) -> pd.DataFrame:
+    """The paper's table layout: one row per group (e.g. ``("max",)`` or ``("wrn", "avg")``), for each
+    attack our "mean ± std" over seeds (percent) beside the paper's number."""
+    rows = {}
+    for group in groups:
+        ref = paper[group if len(group) > 1 else group[0]]
+        row = {}
+        for atk in attacks:
+            s = summary.loc[(*group, atk)]
+            row[(atk, "ours")] = f"{s['mean']:.2f} ± {s['std']:.2f}"
+            row[(atk, "paper")] = f"{ref[atk]:.2f}"
+        rows[" / ".join(group)] = row
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
+def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, loss: str, steps: int = 100,
+                seed: int = 0, progress: bool = True) -> torch.Tensor:
+    """:func:`apgd` through the artifact cache (keyed by the classifier, the images and the settings)."""
+    settings = {"kind": "apgd", "classifier": info["key"], "loss": loss, "steps": steps, "eps": parse_epsilon(eps),
+                "test": test.name, "n": len(test), "indices_sum": int(test.indices.sum()), "seed": seed,
+                "exact": info["settings"]["exact"]}
+    f = cache.entry("evaluations", settings) / "apgd.pt"
+    if f.is_file():
+        return cache.load_checkpoint(f)["correct"]
+    correct = apgd(model, test, eps, loss=loss, steps=steps, exact=info["settings"]["exact"], seed=seed,
+                   progress=progress)
+    cache.save_checkpoint({"correct": correct}, f)
+    return correct
+
+
+def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, steps: int = 100,
+                   progress: bool = True) -> dict[str, Any]:
+    """Gradient-masking checks on the ``seed`` models of a :class:`PoolingStudy` (which must have kept
+    its PGD-k adversarial images, ``keep=["pgd40"]`` on MNIST), on the first ``n_images`` of its test set.
+
+    Returns ``transfer`` (DataFrame, % accuracy of each target model, column, on PGD images crafted on
+    each source model, row; the diagonal is white-box), ``apgd`` (DataFrame per pooling: white-box
+    PGD, APGD-CE, APGD-DLR and the worst case over every attack of the study, per image), and
+    ``summary`` (the same numbers as fractions, for glueing)."""
+    pgd = next(a for a in study.attacks if a.startswith("pgd"))
+    sub = study.test.take(slice(0, n_images))
+    n = len(sub)
+    labels = sub.labels
+    adv = {pool: study.evaluations[pool, seed].adversarial[pgd][:n] for pool in ("max", "avg")}
+    transfer_rows, apgd_rows, summary = {}, {}, {}
+    for src in ("max", "avg"):
+        transfer_rows[f"crafted on {src}"] = {
+            f"scored on {dst}": 100 * transfer(study.models[dst, seed], adv[src], labels,
+                                               exact=study.infos[dst, seed]["settings"]["exact"]).float().mean().item()
+            for dst in ("max", "avg")}
+    for pool in ("max", "avg"):
+        model, info, ev = study.models[pool, seed], study.infos[pool, seed], study.evaluations[pool, seed]
+        ce = apgd_cached(model, info, sub, study.eps, "ce", steps, seed, progress)
+        dlr = apgd_cached(model, info, sub, study.eps, "dlr", steps, seed, progress)
+        other = "avg" if pool == "max" else "max"
+        moved = transfer(model, adv[other], labels, exact=info["settings"]["exact"])
+        worst = ce & dlr & moved
+        for a in study.attacks:
+            worst &= ev.correct[a][:n]
+        row = {f"{pgd} (white-box)": ev.correct[pgd][:n].float().mean().item(), "APGD-CE": ce.float().mean().item(),
+               "APGD-DLR": dlr.float().mean().item(), f"{pgd} crafted on the other model": moved.float().mean().item(),
+               "worst case (every attack)": worst.float().mean().item()}
+        apgd_rows[pool] = {k: 100 * v for k, v in row.items()}
+        summary[pool] = {"white_box": round(row[f"{pgd} (white-box)"], 4), "apgd_ce": round(row["APGD-CE"], 4),
+                         "apgd_dlr": round(row["APGD-DLR"], 4), "transfer": round(row[f"{pgd} crafted on the other model"], 4),
+                         "worst_case": round(row["worst case (every attack)"], 4)}
+    return {"transfer": pd.DataFrame(transfer_rows).T.round(2), "apgd": pd.DataFrame(apgd_rows).T.round(2),
+            "summary": summary, "n_images": n, "attack": pgd}
+
+
+def describe_masking(checks: dict[str, Any]) -> str:
+    """The gradient-masking checks of :func:`masking_checks` in words."""
+    s, pgd, lines = checks["summary"], checks["attack"], []
+    for pool in ("max", "avg"):
+        r = s[pool]
+        strongest = min(r["apgd_ce"], r["apgd_dlr"])
+        lines.append(
+            f"{pool}: white-box {pgd} {r['white_box']:.2%}; transferred from the other model {r['transfer']:.2%} "
+            f"({'weaker than white-box, as expected without masking' if r['transfer'] >= r['white_box'] else 'STRONGER than white-box: a sign of gradient masking'}); "
+            f"APGD-CE {r['apgd_ce']:.2%}, APGD-DLR {r['apgd_dlr']:.2%} "
+            f"({(r['white_box'] - strongest) * 100:+.2f} points below {pgd}); worst case over every attack {r['worst_case']:.2%}.")
+    gap = (s["avg"]["worst_case"] - s["max"]["worst_case"]) * 100
+    lines.append(f"Worst-case robust accuracy, avg - max: {gap:+.2f} points on {checks['n_images']:,} images "
+                 f"({'avg stays ahead' if gap > 0 else 'avg is not ahead'} once every attack is counted).")
+    return "\n".join(lines)
+
+
+def means_by_pooling(summary: pd.DataFrame, attacks: Iterable[str], prefix: tuple = ()) -> dict[str, dict[str, float]]:
+    """{pooling: {attack: mean accuracy over seeds}} (fractions, 4 decimals) from :func:`seed_summary`."""
+    return {pool: {a: round(float(summary.loc[(*prefix, pool, a), "mean"]) / 100, 4) for a in attacks}
+            for pool in ("max", "avg")}
+
+
+def values_by_seed(per_seed: pd.DataFrame, attacks: Iterable[str]) -> dict[str, dict[str, list[float]]]:
+    """{pooling: {attack: [accuracy of each seed, in seed order]}} (fractions, 4 decimals)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for pool in ("max", "avg"):
+        rows = per_seed[per_seed["pooling"] == pool].sort_values("seed")
+        out[pool] = {a: [round(float(v), 4) for v in rows[rows["attack"] == a]["accuracy"]] for a in attacks}
+    return out

@@ -254,11 +254,7 @@ def _sharded_accuracy(model: nn.Module, test_set, device, exact, attack=None) ->
     """Clean (or, with ``attack``, robust) accuracy over ``test_set``, each process taking the images
     whose position is its rank modulo the world size and the counts summed."""
     rank, world = _world()
-    if world == 1:
-        part = test_set
-    else:
-        pick = torch.arange(rank, len(test_set), world)
-        part = type(test_set)(test_set.images[pick], test_set.labels[pick], test_set.indices[pick], test_set.name)
+    part = test_set if world == 1 else test_set.take(slice(rank, None, world))
     if attack is None:
         correct = accuracy(model, part, device=device, exact=exact) * len(part)
     else:
