@@ -9,6 +9,7 @@ Where default differs from paper, the field says so in ``notes``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,12 @@ PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
                      "wrn": {"arch": "wrn", "depth": 34, "widen_factor": 10}}
 
 
+def _gan(**kw):
+    from .gan import GANSettings
+
+    return GANSettings(**kw)
+
+
 @dataclass(frozen=True)
 class Profile:
     """Sizes and schedules of one profile (None means the whole split)."""
@@ -73,6 +80,13 @@ class Profile:
     apgd_steps: int = 100           # APGD iterations (AutoAttack's 100)
     n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3
     cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
+    # InterpretGAN: the paper's 6 epochs at each of the first three scales and 12 at the last, lr 0.001
+    gan: Any = field(default_factory=lambda: _gan(code_dim=128, channels=(128, 128, 128, 128), batch_size=64,
+                                                  images=(360_000, 360_000, 360_000, 720_000), ema=0.999,
+                                                  checkpoint_every=60_000))
+    ablation_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the lambda = 0 fit
+    inverter_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the pixel-loss baseline
+    n_gan_monitor: int = 500        # test images scored at every checkpoint of a fit
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
@@ -100,11 +114,17 @@ PROFILES = {
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
                      pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
+                     gan=_gan(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(512, 512, 512, 1024),
+                              ema=0.9, n_train=5_000, checkpoint_every=1024),
+                     ablation_images=(256, 256, 256, 512), inverter_images=(256, 256, 256, 512), n_gan_monitor=100,
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
                        n_apgd=1_000, n_cifar_test=1_000, cifar_seeds=(0, 1),
+                       gan=_gan(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
+                                images=(10_000, 10_000, 20_000, 40_000), ema=0.995, checkpoint_every=10_000),
+                       ablation_images=(5_000, 5_000, 10_000, 20_000), inverter_images=(5_000, 5_000, 10_000, 20_000),
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
                               "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "

@@ -202,3 +202,90 @@ def ship_classifier(profile: str = "default", pooling: str = "max", training: st
     cache.ship(cache.load_weights(folder / "model.safetensors"), name, cache.settings_key(settings), settings,
                extra={"history": history, "test_accuracy": history["test_accuracy"][-1]})
     return name
+
+
+# ----------------------------------------------------------------------------------------------
+# InterpretGAN explanation generators, one per classifier layer
+# ----------------------------------------------------------------------------------------------
+
+def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
+                       seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
+                       pixel_loss: bool = False, classifier_seed: int = 0) -> dict[str, Any]:
+    """Every setting that changes a fitted explanation generator: the classifier's cache key, the layer,
+    the profile's :class:`~interpretgan.gan.GANSettings` (``interpretability`` overrides lambda;
+    ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule) and the seed."""
+    import dataclasses
+
+    p = get_profile(profile)
+    gan_settings = p.gan
+    if pixel_loss:
+        gan_settings = dataclasses.replace(gan_settings, pixel_loss=True, interpretability=0.0,
+                                           images=p.inverter_images)
+    elif interpretability is not None:
+        gan_settings = dataclasses.replace(gan_settings, interpretability=float(interpretability),
+                                           images=p.ablation_images)
+    clf = classifier_settings(profile, pooling, training, classifier_seed, exact)
+    return {"kind": "explainer", "version": 1, "classifier": cache.settings_key(clf), "layer": layer,
+            "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
+
+
+def explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
+              seed: int = 0, data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
+              progress: bool = True, exact: bool | None = None, interpretability: float | None = None,
+              pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None):
+    """The fitted InterpretGAN explainer for ``layer`` of the classifier these settings describe, through
+    the artifact cache (then the shipped weights in ``weights/``, then fitting, resumable); returns
+    ``(explainer, info)`` with info ``key``, ``settings``, ``source``, ``history``, ``folder`` (where the
+    sample grids are). ``classifier_model`` passes an already loaded ``(model, info)`` of
+    :func:`classifier` for these settings."""
+    from . import gan
+
+    settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss)
+    exact = settings["exact"]
+    model, cinfo = classifier_model or classifier(profile, pooling, training, 0, data_root, retrain, device,
+                                                  progress=progress, exact=exact)
+    if cinfo["key"] != settings["classifier"]:
+        raise ValueError("classifier_model does not match these settings")
+    if layer not in model.layer_names:
+        raise ValueError(f"layer must be one of {list(model.layer_names)}, got {layer!r}")
+    device = next(model.parameters()).device
+    key = cache.settings_key(settings)
+    gs = gan.GANSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings["gan"].items()})
+    folder = cache.entry("explainers", settings)
+    final = folder / "explainer.safetensors"
+    history = None
+    if final.is_file():
+        source, weights = "cache", cache.load_weights(final)
+        history = cache.load_checkpoint(folder / "history.pt")
+    elif not retrain and (f := cache.shipped(key)) is not None:
+        source, weights = "shipped", cache.load_weights(f)
+        history = cache.read_manifest()["files"][f.name].get("history")
+    else:
+        source, weights = "trained", None
+    if weights is None:
+        p = get_profile(profile)
+        train = mnist32("train", data_root).subset(gs.n_train, seed=0)
+        monitor = mnist32("test", data_root).subset(p.n_gan_monitor, seed=2)
+        expl, history = gan.fit_layer(model, layer, train, gs, monitor_set=monitor, seed=seed,
+                                      checkpoint=folder / "checkpoint.pt", samples_dir=folder / "samples",
+                                      device=device, progress=progress, exact=exact)
+        cache.save_checkpoint(history, folder / "history.pt")
+        cache.save_weights(gan.explainer_state(expl), final, metadata={"key": key})
+    else:
+        expl = gan.build_explainer(model, layer, gs, weights, device)
+    return expl, {"key": key, "settings": settings, "source": source, "history": history, "folder": folder,
+                  "classifier": cinfo}
+
+
+def ship_explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
+                   seed: int = 0, exact: bool | None = None) -> str:
+    """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
+    settings = explainer_settings(profile, pooling, training, layer, seed, exact)
+    folder = cache.entry("explainers", settings)
+    if not (folder / "explainer.safetensors").is_file():
+        raise FileNotFoundError(f"no fitted explainer cached for these settings in {folder}; run explainer() first")
+    history = cache.load_checkpoint(folder / "history.pt")
+    name = f"mnist-smallcnn-{pooling}-{training}-seed{seed}-interpretgan-{layer}.safetensors"
+    cache.ship(cache.load_weights(folder / "explainer.safetensors"), name, cache.settings_key(settings), settings,
+               extra={"history": history}, dtype=torch.float16)
+    return name

@@ -1,0 +1,528 @@
+"""InterpretGAN (paper Section 3): per-layer explanation generators.
+
+Who should use it: ``03_fit_interpretgan`` and everything that explains a layer (``04``, ``05``). For a
+classifier split at a layer, f = f_post o f_pre with latent l = f_pre(x), a compression network C and a
+generator G produce the explanation x_hat = G(C(l)). A discriminator D makes x_hat follow the data
+distribution, and the interpretability term L_I (equation 3) makes it carry what f uses to classify:
+
+    min_{G, C} max_D  V(D, G) - lambda * L_I(G),   L_I = E_{y ~ f(x)} [log p_f(y | x_hat)]
+
+so G's loss is its adversarial loss plus lambda times the cross-entropy between f's predicted
+distribution on x and f's prediction on x_hat (L_I up to the constant H(y)). G's only input is C(l):
+there is no noise vector.
+
+The generator is a progressive GAN (Karras et al. 2018, the paper's ref [24]): 4 scales (4x4 ... 32x32),
+2 convolutions per scale joined by nearest upsampling, each new scale faded in; the discriminator
+mirrors it with average-pool downsampling and a minibatch-standard-deviation feature. Progressive
+GAN's recipe: WGAN-GP with the drift term, Adam (lr 0.001, betas (0, 0.99)), equalised learning rate,
+pixel-wise normalisation, and an exponential moving average (EMA) of the generator's (and the
+compression network's) weights, used for every explanation shown or scored.
+
+Example::
+
+    >>> expl = fit_layer(model, "conv2", train_set, GANSettings(), checkpoint="c.pt")
+    >>> x_hat = expl(x)             # explanations in [0, 1], same shape as x
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import fast
+from .cache import atomic_path, load_checkpoint, save_checkpoint
+from .data import to_float
+
+RESOLUTIONS = (4, 8, 16, 32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Building blocks of progressive GAN
+# ----------------------------------------------------------------------------------------------
+
+class EqualizedConv2d(nn.Module):
+    """Conv2d with the equalised learning rate: weights ~ N(0, 1), scaled by He's constant at run time."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, padding: int = 0, gain: float = math.sqrt(2)):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.scale, self.padding = gain / math.sqrt(c_in * kernel * kernel), padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqualizedLinear(nn.Module):
+    """Linear layer with the equalised learning rate."""
+
+    def __init__(self, d_in: int, d_out: int, gain: float = math.sqrt(2)):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out))
+        self.scale = gain / math.sqrt(d_in)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class PixelNorm(nn.Module):
+    """Normalise each pixel's feature vector to unit average square (progressive GAN)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
+class MinibatchStd(nn.Module):
+    """Append the mean standard deviation over groups of up to 4 samples as one more feature map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = math.gcd(n, 4)
+        y = x.float().reshape(g, -1, c, h, w)
+        std = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n / g,)
+        feat = std.reshape(1, -1, 1, 1, 1).expand(g, -1, 1, h, w).reshape(n, 1, h, w)
+        return torch.cat([x, feat.to(x.dtype)], dim=1)
+
+
+def _act() -> nn.Module:
+    return nn.LeakyReLU(0.2)
+
+
+class CompressionNet(nn.Module):
+    """The compression network C (paper Table 4), built from a latent's shape.
+
+    Convolutional latents (C x H x W): stages of 3x3 conv (padding 1) + LeakyReLU + 2x2 average pooling
+    while the map is larger than ``min_side``, the first stage with max(64, 2C) channels and each
+    next one doubling, then one FC layer to ``code_dim``. Vector latents (and small maps): one FC.
+    For the paper's MNIST model this gives exactly Table 4: conv1 (32x30x30) -> conv 64, 128, 256 + FC;
+    conv2 (32x14x14) -> conv 64, 128 + FC; conv3 (64x12x12) -> conv 128, 256 + FC; conv4 and fc1..3 -> FC.
+
+    Shape: input (N, *latent_shape); output (N, code_dim).
+    """
+
+    def __init__(self, latent_shape: tuple[int, ...], code_dim: int = 128, min_side: int = 5):
+        super().__init__()
+        self.latent_shape = tuple(latent_shape)
+        layers: list[nn.Module] = []
+        self.stages: list[int] = []
+        if len(latent_shape) == 3:
+            c_in, h, w = latent_shape
+            c = max(64, 2 * c_in)
+            while min(h, w) > min_side:
+                layers += [nn.Conv2d(c_in, c, 3, padding=1), _act(), nn.AvgPool2d(2)]
+                self.stages.append(c)
+                c_in, h, w, c = c, h // 2, w // 2, 2 * c
+            flat = c_in * h * w
+        else:
+            flat = int(np.prod(latent_shape))
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, code_dim))
+
+    def describe(self) -> str:
+        """The architecture in Table 4's notation, e.g. ``3x3 Conv, 64 -> AvgPooling -> FC``."""
+        return " -> ".join([f"3x3 Conv, {c} -> AvgPooling" for c in self.stages] + ["FC"])
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.net(latent)
+
+
+class Generator(nn.Module):
+    """Progressive generator: code (N, code_dim) -> image (N, out_channels, r, r) in [-1, 1] units (linear
+    output), r = 4 * 2**scale. ``channels[k]`` is the width at scale k (4x4, 8x8, 16x16, 32x32)."""
+
+    def __init__(self, code_dim: int = 128, channels: tuple[int, ...] = (64, 64, 32, 32), out_channels: int = 1):
+        super().__init__()
+        c0 = channels[0]
+        self.c0 = c0
+        self.norm_in = PixelNorm()
+        self.input = EqualizedLinear(code_dim, c0 * 16, gain=math.sqrt(2) / 4)  # the 4x4 "transposed conv"
+        self.first = nn.Sequential(_act(), PixelNorm(), EqualizedConv2d(c0, c0, 3, padding=1), _act(), PixelNorm())
+        self.blocks = nn.ModuleList()
+        for k in range(1, len(channels)):
+            self.blocks.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                EqualizedConv2d(channels[k - 1], channels[k], 3, padding=1), _act(), PixelNorm(),
+                EqualizedConv2d(channels[k], channels[k], 3, padding=1), _act(), PixelNorm()))
+        self.to_rgb = nn.ModuleList([EqualizedConv2d(c, out_channels, 1, gain=1.0) for c in channels])
+
+    @property
+    def n_scales(self) -> int:
+        return len(self.to_rgb)
+
+    def forward(self, code: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
+        scale = self.n_scales - 1 if scale is None else scale
+        h = self.first(self.input(self.norm_in(code)).view(len(code), self.c0, 4, 4))
+        prev = h
+        for k in range(scale):
+            prev, h = h, self.blocks[k](h)
+        out = self.to_rgb[scale](h)
+        if scale > 0 and alpha < 1.0:  # fade-in: blend with the previous scale's image, upsampled
+            skip = F.interpolate(self.to_rgb[scale - 1](prev), scale_factor=2, mode="nearest")
+            out = torch.lerp(skip, out, alpha)
+        return out
+
+
+class Discriminator(nn.Module):
+    """Progressive critic mirroring :class:`Generator`: image (N, in_channels, r, r) -> score (N,)."""
+
+    def __init__(self, channels: tuple[int, ...] = (64, 64, 32, 32), in_channels: int = 1):
+        super().__init__()
+        c0 = channels[0]
+        self.from_rgb = nn.ModuleList([EqualizedConv2d(in_channels, c, 1) for c in channels])
+        self.act_rgb = nn.ModuleList([_act() for _ in channels])
+        self.blocks = nn.ModuleList([nn.Identity()])  # scale 0 has no downsampling block
+        for k in range(1, len(channels)):
+            self.blocks.append(nn.Sequential(
+                EqualizedConv2d(channels[k], channels[k], 3, padding=1), _act(),
+                EqualizedConv2d(channels[k], channels[k - 1], 3, padding=1), _act(), nn.AvgPool2d(2)))
+        self.final = nn.Sequential(MinibatchStd(), EqualizedConv2d(c0 + 1, c0, 3, padding=1), _act(), nn.Flatten(),
+                                   EqualizedLinear(c0 * 16, c0), _act(), EqualizedLinear(c0, 1, gain=1.0))
+
+    def forward(self, x: torch.Tensor, scale: int, alpha: float = 1.0) -> torch.Tensor:
+        h = self.act_rgb[scale](self.from_rgb[scale](x))
+        if scale > 0:
+            h = self.blocks[scale](h)
+            if alpha < 1.0:
+                skip = self.act_rgb[scale - 1](self.from_rgb[scale - 1](F.avg_pool2d(x, 2)))
+                h = torch.lerp(skip, h, alpha)
+            for k in range(scale - 1, 0, -1):
+                h = self.blocks[k](h)
+        return self.final(h).squeeze(1)
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings, the explainer, losses
+# ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GANSettings:
+    """Everything that changes a fitted explanation generator (part of its cache key).
+
+    ``images`` is the number of training images shown at each scale (4x4, 8x8, 16x16, 32x32); from the
+    second scale on, the first half of them fades the new scale in. ``checkpoint_every`` images between
+    checkpoints (an "epoch" of the fit: a killed run loses at most that much).
+    """
+
+    code_dim: int = 128
+    channels: tuple[int, ...] = (64, 64, 32, 32)
+    images: tuple[int, ...] = (10_000, 10_000, 20_000, 40_000)
+    batch_size: int = 64
+    lr: float = 0.001
+    betas: tuple[float, float] = (0.0, 0.99)
+    gp_weight: float = 10.0            # WGAN-GP
+    drift: float = 0.001               # progressive GAN's drift term on D(real)^2
+    interpretability: float = 1.0      # lambda; 0 gives a plain GAN conditioned on C(l)
+    ema: float = 0.999
+    n_train: int | None = None         # training images (None: the whole split)
+    checkpoint_every: int = 10_000
+    pixel_loss: bool = False           # the baseline inverter (ref [21]): MSE to x only, no D, no L_I
+
+    def as_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+
+def latent_of(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """The output of ``layer`` for images ``x``: ``model.forward_to`` when the model has it (stops early),
+    else a forward hook on ``model.get_submodule(layer)`` (any nn.Module, nested names with dots)."""
+    if hasattr(model, "forward_to"):
+        return model.forward_to(x, layer)
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
+    return seen[0]
+
+
+class Explainer(nn.Module):
+    """A fitted explanation generator for one layer: ``explainer(x)`` -> explanations in [0, 1] (full
+    resolution, same shape as ``x``), computed by the EMA copies of C and G from f_pre(x).
+
+    ``explain_latent(latent)`` does the same from a latent (e.g. one computed elsewhere)."""
+
+    def __init__(self, classifier: nn.Module, layer: str, compression: CompressionNet, generator: Generator):
+        super().__init__()
+        self.layer, self.compression, self.generator = layer, compression, generator
+        self._classifier = [classifier]  # not a submodule: its weights are not this explainer's
+
+    @property
+    def classifier(self) -> nn.Module:
+        return self._classifier[0]
+
+    @torch.no_grad()
+    def explain_latent(self, latent: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+        with fast.autocast(latent.device, exact):
+            out = self.generator(self.compression(latent))
+        return to_unit(out.float())
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+        with fast.autocast(x.device, exact):
+            latent = latent_of(self.classifier, fast.to_memory_format(x, exact), self.layer)
+        return self.explain_latent(latent.float(), exact)
+
+
+def to_unit(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """Generator output in [-1, 1] units at any resolution -> images in [0, 1] at ``size`` (nearest upsampling)."""
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="nearest")
+    return ((images + 1) / 2).clamp(0.0, 1.0)
+
+
+def interpretability_loss(classifier: nn.Module, x_hat_unit: torch.Tensor, target_probs: torch.Tensor,
+                          exact: bool | None = None) -> torch.Tensor:
+    """-L_I up to H(y): the cross-entropy between f's predicted distribution on x (``target_probs``) and f's
+    prediction on the explanation (mean over the batch, fp32)."""
+    with fast.autocast(x_hat_unit.device, exact):
+        logits = classifier(fast.to_memory_format(x_hat_unit, exact))
+    return -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float,
+                     exact: bool | None = None) -> torch.Tensor:
+    """WGAN-GP: mean of (||grad_x D(x_mix)|| - 1)^2 at random mixes of real and fake images (fp32)."""
+    mix_w = torch.rand(len(real), 1, 1, 1, device=real.device)
+    mix = torch.lerp(real, fake, mix_w).requires_grad_(True)
+    with fast.autocast(real.device, exact):
+        score = D(mix, scale, alpha).float().sum()
+    (grad,) = torch.autograd.grad(score, [mix], create_graph=True)
+    return (grad.float().flatten(1).norm(dim=1) - 1).pow(2).mean()
+
+
+def _schedule(settings: GANSettings) -> list[tuple[int, int, int]]:
+    """(scale, first image, last image) of each scale in the whole run's image count."""
+    out, start = [], 0
+    for scale, n in enumerate(settings.images):
+        out.append((scale, start, start + n))
+        start += n
+    return out
+
+
+def phase_at(settings: GANSettings, shown: int) -> tuple[int, float]:
+    """(scale, fade-in alpha) after ``shown`` training images: alpha rises linearly from 0 to 1 over the
+    first half of every scale but the first, then stays 1."""
+    for scale, start, stop in _schedule(settings):
+        if shown < stop:
+            if scale == 0:
+                return 0, 1.0
+            return scale, min(1.0, (shown - start) / max(1, (stop - start) / 2))
+    return len(settings.images) - 1, 1.0
+
+
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
+    """Write images (N, C, H, W) in [0, 1] as one PNG grid, atomically."""
+    from torchvision.utils import save_image
+
+    with atomic_path(Path(path)) as tmp:
+        save_image(images.float().cpu(), str(tmp), nrow=nrow, padding=1, pad_value=1.0, format="png")
+
+
+# ----------------------------------------------------------------------------------------------
+# Fitting one layer
+# ----------------------------------------------------------------------------------------------
+
+def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSettings = GANSettings(), *,
+              monitor_set=None, seed: int = 0, checkpoint: str | Path | None = None,
+              samples_dir: str | Path | None = None, device: str | torch.device | None = None,
+              progress: bool = True, exact: bool | None = None) -> tuple[Explainer, dict[str, Any]]:
+    """Fit InterpretGAN's C and G (and the critic D) for ``layer`` of the frozen ``classifier``.
+
+    Trains on ``train_set`` images (an ImageSet; the latents are computed on the fly by the frozen
+    classifier), progressively over the scales of ``settings.images``. With ``checkpoint``, writes the
+    whole state atomically every ``settings.checkpoint_every`` images and at each scale's end, and
+    resumes from it (at most that many images lost). With ``samples_dir``, saves a PNG grid of EMA
+    explanations of ``monitor_set``'s first 32 images at every checkpoint. ``settings.pixel_loss``
+    fits the baseline inverter instead (MSE to x through the same C and G, no D, no L_I).
+
+    Returns the :class:`Explainer` (EMA weights) and the history: ``images`` (shown so far at each
+    record), ``scale``, ``alpha``, ``loss_d``, ``loss_g`` (adversarial part), ``loss_i`` (the
+    cross-entropy, i.e. -L_I + H(y)), ``gp``, ``pixel`` (inverter's MSE), ``monitor_accuracy``
+    (fraction of ``monitor_set`` whose EMA explanation f labels with the true label, at checkpoints),
+    ``seconds``.
+    """
+    exact = fast.resolve_exact(exact)
+    device = torch.device(device or next(classifier.parameters()).device)
+    classifier.eval()
+    for q in classifier.parameters():
+        q.requires_grad_(False)
+    x0 = to_float(train_set.images[:2], device)
+    with torch.no_grad():
+        latent_shape = tuple(latent_of(classifier, x0, layer).shape[1:])
+    torch.manual_seed(seed)
+    C = CompressionNet(latent_shape, settings.code_dim).to(device)
+    G = Generator(settings.code_dim, settings.channels, train_set.shape[0]).to(device)
+    D = Discriminator(settings.channels, train_set.shape[0]).to(device)
+    C_ema, G_ema = copy.deepcopy(C).eval(), copy.deepcopy(G).eval()
+    for q in (*C_ema.parameters(), *G_ema.parameters()):
+        q.requires_grad_(False)
+    opt_g = torch.optim.Adam([*C.parameters(), *G.parameters()], lr=settings.lr, betas=settings.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=settings.lr, betas=settings.betas)
+    keys = ("images", "scale", "alpha", "loss_d", "loss_g", "loss_i", "gp", "pixel", "monitor_images",
+            "monitor_accuracy", "seconds")
+    history: dict[str, list] = {k: [] for k in keys}
+    shown, elapsed, steps = 0, 0.0, 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, map_location="cpu")
+        for mod, name in ((C, "C"), (G, "G"), (D, "D"), (C_ema, "C_ema"), (G_ema, "G_ema")):
+            mod.load_state_dict(state[name])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        history, shown, elapsed, steps = state["history"], int(state["shown"]), float(state["seconds"]), state["steps"]
+        torch.set_rng_state(state["rng"])
+    total = sum(settings.images)
+    n = len(train_set)
+    monitor = monitor_set.take(slice(0, 32)) if monitor_set is not None else train_set.take(slice(0, 32))
+    explainer = Explainer(classifier, layer, C_ema, G_ema)
+
+    def save(final: bool = False) -> None:
+        if monitor_set is not None:
+            history["monitor_images"].append(shown)
+            history["monitor_accuracy"].append(explanation_accuracy(classifier, explainer, monitor_set,
+                                                                    exact=exact))
+        if samples_dir is not None:
+            x_m, _ = monitor.tensors(device)
+            save_grid(torch.cat([x_m, explainer(x_m, exact)]), Path(samples_dir) / f"images{shown:08d}.png")
+        if checkpoint is not None:
+            save_checkpoint({"C": C.state_dict(), "G": G.state_dict(), "D": D.state_dict(),
+                             "C_ema": C_ema.state_dict(), "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(),
+                             "opt_d": opt_d.state_dict(), "history": history, "shown": shown, "steps": steps,
+                             "seconds": elapsed, "rng": torch.get_rng_state(), "final": final}, checkpoint)
+
+    bar = tqdm(total=total, initial=shown, unit="img", desc=f"InterpretGAN {layer}", disable=not progress)
+    stops = sorted(s for s in {s for _, _, s in _schedule(settings)} |
+                   set(range(settings.checkpoint_every, total, settings.checkpoint_every)) if s > shown)
+    while shown < total:
+        t0 = time.perf_counter()
+        usable = n - n % settings.batch_size  # whole batches only: every step shows batch_size images
+        epoch = shown // usable
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g)
+        start = shown - epoch * usable
+        idx = order[start:start + settings.batch_size]
+        x = to_float(train_set.images[idx], device)
+        scale, alpha = phase_at(settings, shown)
+        res = RESOLUTIONS[scale]
+        with torch.no_grad(), fast.autocast(device, exact):
+            mem_x = fast.to_memory_format(x, exact)
+            latent = latent_of(classifier, mem_x, layer).float()
+            target = F.softmax(classifier(mem_x).float(), dim=1)
+        real = F.avg_pool2d(x * 2 - 1, 32 // res) if res < 32 else x * 2 - 1
+        if scale > 0 and alpha < 1.0:  # real images fade in with the new scale too
+            real = torch.lerp(F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest"), real, alpha)
+        with fast.autocast(device, exact):
+            fake = G(C(latent), scale, alpha)
+        fake = fake.float()
+        rec = {"scale": scale, "alpha": alpha, "loss_d": float("nan"), "gp": float("nan"), "loss_g": float("nan"),
+               "loss_i": float("nan"), "pixel": float("nan")}
+        if settings.pixel_loss:
+            loss = F.mse_loss(fake, real)
+            rec["pixel"] = loss.item()
+        else:
+            # critic step
+            with fast.autocast(device, exact):
+                d_real, d_fake = D(real, scale, alpha).float(), D(fake.detach(), scale, alpha).float()
+            gp = gradient_penalty(D, real, fake.detach(), scale, alpha, exact)
+            loss_d = d_fake.mean() - d_real.mean() + settings.gp_weight * gp + settings.drift * d_real.pow(2).mean()
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+            # generator (and compression network) step
+            for q in D.parameters():
+                q.requires_grad_(False)
+            with fast.autocast(device, exact):
+                adv = -D(fake, scale, alpha).float().mean()
+            for q in D.parameters():
+                q.requires_grad_(True)
+            loss_i = interpretability_loss(classifier, to_unit(fake), target, exact)
+            loss = adv + settings.interpretability * loss_i
+            rec.update(loss_d=loss_d.item(), gp=gp.item(), loss_g=adv.item(), loss_i=loss_i.item())
+        opt_g.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_g.step()
+        _ema_update(C_ema, C, settings.ema)
+        _ema_update(G_ema, G, settings.ema)
+        if not all(math.isfinite(v) for k, v in rec.items() if k in ("loss_d", "loss_g", "loss_i", "pixel")
+                   and not math.isnan(v)):
+            raise FloatingPointError(f"InterpretGAN loss diverged at {shown} images on layer {layer}: {rec}")
+        shown += len(idx)
+        steps += 1
+        elapsed += time.perf_counter() - t0
+        bar.update(len(idx))
+        if steps % 20 == 0 or shown >= total:
+            history["images"].append(shown)
+            history["seconds"].append(elapsed)
+            for k, v in rec.items():
+                history[k].append(v)
+            bar.set_postfix(scale=f"{res}x{res}", alpha=f"{alpha:.2f}",
+                            **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
+                               {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
+        while stops and shown >= stops[0]:
+            stops.pop(0)
+            save(final=shown >= total)
+    bar.close()
+    return explainer, history
+
+
+@torch.no_grad()
+def explanation_accuracy(judge: nn.Module, explainer: Explainer, test_set, batch_size: int = 250,
+                         exact: bool | None = None, labels: torch.Tensor | None = None) -> float:
+    """Fraction of ``test_set`` whose explanation ``judge`` assigns the true label (or ``labels``)."""
+    from .attacks import predict
+
+    device = next(explainer.parameters()).device
+    labels = test_set.labels if labels is None else labels
+    correct = 0
+    for x, _, i in test_set.batches(batch_size, device=device):
+        correct += int((predict(judge, explainer(x, exact), exact).cpu() == labels[i]).sum())
+    return correct / len(test_set)
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x d each): the FID formula
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
+    from scipy import linalg
+
+    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
+    s_a, s_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
+    covmean = linalg.sqrtm(s_a @ s_b)
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
+
+
+def explainer_state(explainer: Explainer) -> dict[str, torch.Tensor]:
+    """The EMA weights of an explainer's C and G as one flat state dict (``compression.*``, ``generator.*``)."""
+    return {f"{name}.{k}": v.detach().cpu().contiguous() for name in ("compression", "generator")
+            for k, v in getattr(explainer, name).state_dict().items()}
+
+
+def build_explainer(classifier: nn.Module, layer: str, settings: GANSettings, state: dict[str, torch.Tensor],
+                    device: str | torch.device | None = None) -> Explainer:
+    """An :class:`Explainer` for ``layer`` of ``classifier`` with the weights ``state`` (from :func:`explainer_state`)."""
+    device = torch.device(device or next(classifier.parameters()).device)
+    probe = torch.zeros(1, *state["generator.to_rgb.0.weight"].shape[:1], 32, 32, device=device)
+    with torch.no_grad():
+        latent_shape = tuple(latent_of(classifier, probe, layer).shape[1:])
+    C = CompressionNet(latent_shape, settings.code_dim)
+    G = Generator(settings.code_dim, settings.channels, probe.shape[1])
+    for mod, name in ((C, "compression"), (G, "generator")):
+        mod.load_state_dict({k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")})
+    return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval())

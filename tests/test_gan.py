@@ -1,0 +1,146 @@
+"""InterpretGAN: Table 4's compression networks, the progressive blocks, the losses, fitting and resume."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from interpretgan import gan
+from interpretgan.models import SmallCNN, latent_shapes
+
+TABLE4 = {  # the paper's Table 4, word for word (its "AvgPooling" after each conv)
+    "conv1": "3x3 Conv, 64 -> AvgPooling -> 3x3 Conv, 128 -> AvgPooling -> 3x3 Conv, 256 -> AvgPooling -> FC",
+    "conv2": "3x3 Conv, 64 -> AvgPooling -> 3x3 Conv, 128 -> AvgPooling -> FC",
+    "conv3": "3x3 Conv, 128 -> AvgPooling -> 3x3 Conv, 256 -> AvgPooling -> FC",
+    "conv4": "FC", "fc1": "FC", "fc2": "FC", "fc3": "FC",
+}
+TINY = gan.GANSettings(code_dim=32, channels=(16, 16, 8, 8), images=(256, 256, 256, 512), batch_size=32,
+                       checkpoint_every=512, ema=0.9)
+
+
+@pytest.mark.parametrize("layer", list(TABLE4))
+def test_compression_networks_are_table_4(layer):
+    shape = latent_shapes(SmallCNN())[layer]
+    c = gan.CompressionNet(shape, code_dim=128)
+    assert c.describe() == TABLE4[layer]
+    assert c(torch.randn(3, *shape)).shape == (3, 128)
+
+
+def test_compression_net_for_any_latent_shape():
+    for shape in [(3, 32, 32), (512, 1, 1), (256, 4, 4), (640, 8, 8), (10,)]:
+        assert gan.CompressionNet(shape, 64)(torch.randn(2, *shape)).shape == (2, 64)
+
+
+def test_generator_scales_and_fade_in():
+    torch.manual_seed(0)
+    G = gan.Generator(32, (16, 16, 8, 8))
+    code = torch.randn(5, 32)
+    for scale, res in enumerate(gan.RESOLUTIONS):
+        assert G(code, scale).shape == (5, 1, res, res)
+    # alpha 1 is the new scale alone; alpha 0 is the previous scale's image, upsampled
+    torch.testing.assert_close(G(code, 2, 1.0), G(code, 2))
+    torch.testing.assert_close(G(code, 2, 0.0), F.interpolate(G(code, 1), scale_factor=2, mode="nearest"))
+
+
+def test_discriminator_fade_in_and_minibatch_std():
+    torch.manual_seed(0)
+    D = gan.Discriminator((16, 16, 8, 8))
+    x = torch.randn(8, 1, 16, 16)
+    assert D(x, 2).shape == (8,)
+    # at alpha 0 the critic of a new scale is the previous scale's critic on the downsampled image
+    torch.testing.assert_close(D(x, 2, 0.0), D(F.avg_pool2d(x, 2), 1))
+    h = torch.randn(8, 3, 2, 2)
+    out = gan.MinibatchStd()(h)
+    by_hand = torch.stack([h.reshape(4, 2, 3, 2, 2)[:, j].std(dim=0, unbiased=False).mean() for j in range(2)])
+    assert out.shape == (8, 4, 2, 2)
+    torch.testing.assert_close(out[:, 3, 0, 0], by_hand.repeat(4), rtol=1e-4, atol=1e-6)
+
+
+def test_pixel_norm_and_equalized_layers():
+    x = torch.randn(4, 6, 3, 3) * 5
+    torch.testing.assert_close(gan.PixelNorm()(x).pow(2).mean(1), torch.ones(4, 3, 3), rtol=1e-4, atol=1e-4)
+    conv = gan.EqualizedConv2d(6, 2, 3, padding=1)
+    torch.testing.assert_close(conv(x), F.conv2d(x, conv.weight * np.sqrt(2) / np.sqrt(54), conv.bias, padding=1))
+
+
+def test_interpretability_loss_is_the_soft_label_cross_entropy(weak_model, test_set):
+    x, _ = test_set.subset(16).tensors()
+    p = F.softmax(weak_model(x), 1)
+    x_hat = torch.rand_like(x)
+    ours = gan.interpretability_loss(weak_model, x_hat, p, exact=True)
+    torch.testing.assert_close(ours, F.cross_entropy(weak_model(x_hat), p))  # torch's probability targets
+    # an explanation identical to the input scores the entropy of f's prediction (L_I = 0 up to H(y))
+    entropy = -(p * p.log()).sum(1).mean()
+    torch.testing.assert_close(gan.interpretability_loss(weak_model, x, p, exact=True), entropy)
+
+
+def test_frechet_distance_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(20_000, 3))
+    assert gan.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    b = rng.normal(size=(20_000, 3)) * np.array([1.0, 2.0, 0.5]) + np.array([1.0, 0.0, 0.0])
+    # for diagonal covariances: |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2 = 1 + 0 + 1 + 0.25
+    assert gan.frechet_distance(a, b) == pytest.approx(2.25, rel=0.03)
+
+
+def test_phase_schedule():
+    s = gan.GANSettings(images=(100, 200, 200, 400))
+    assert gan.phase_at(s, 0) == (0, 1.0) and gan.phase_at(s, 99) == (0, 1.0)
+    assert gan.phase_at(s, 100) == (1, 0.0) and gan.phase_at(s, 150) == (1, 0.5) and gan.phase_at(s, 250) == (1, 1.0)
+    assert gan.phase_at(s, 600) == (3, 0.5) and gan.phase_at(s, 10**6) == (3, 1.0)
+
+
+def test_hooked_latent_equals_forward_to(weak_model, test_set):
+    x, _ = test_set.subset(4).tensors()
+
+    class Wrapped(torch.nn.Module):  # no forward_to: the latent comes from a forward hook
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    for layer in ("conv2", "fc1"):
+        torch.testing.assert_close(gan.latent_of(Wrapped(weak_model), x, f"inner.{layer}"),
+                                   weak_model.forward_to(x, layer))
+
+
+def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_set, test_set, tmp_path, monkeypatch):
+    tr = train_set.subset(600, seed=3)
+    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True)
+    real_save, calls = gan.save_checkpoint, []
+
+    def save_then_die(obj, path):  # the process is killed right after its first checkpoint
+        real_save(obj, path)
+        calls.append(obj["shown"])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
+    ckpt = tmp_path / "gan.pt"
+    with pytest.raises(KeyboardInterrupt):
+        gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, progress=False, exact=True)
+    monkeypatch.setattr(gan, "save_checkpoint", real_save)
+    assert calls == [256]  # the end of the first scale
+    resumed, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
+                                  progress=False, exact=True)
+    for a, b in zip(gan.explainer_state(ref).values(), gan.explainer_state(resumed).values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert hist["loss_d"] == pytest.approx(ref_hist["loss_d"], rel=1e-4)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"images{k:08d}.png" for k in (512, 768, 1024, 1280)]
+    rebuilt = gan.build_explainer(weak_model, "fc1", TINY, gan.explainer_state(resumed))
+    x, _ = test_set.subset(8).tensors()
+    torch.testing.assert_close(rebuilt(x, exact=True), resumed(x, exact=True))
+
+
+def test_the_interpretability_term_makes_explanations_classifiable(weak_model, train_set, test_set):
+    """Same fit with lambda 1 and lambda 0 on the logits layer: only lambda 1 gives explanations that f
+    labels like the images they explain (lambda 0 is a GAN that ignores what f needs)."""
+    import dataclasses
+
+    tr, te = train_set.subset(3000, seed=4), test_set.subset(300)
+    acc = {}
+    for lam in (1.0, 0.0):
+        s = dataclasses.replace(TINY, images=(512, 512, 512, 1024), interpretability=lam)
+        expl, _ = gan.fit_layer(weak_model, "fc3", tr, s, progress=False, exact=True)
+        acc[lam] = gan.explanation_accuracy(weak_model, expl, te, exact=True)
+    assert acc[1.0] > acc[0.0] + 0.2 and acc[0.0] < 0.3
