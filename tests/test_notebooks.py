@@ -53,6 +53,23 @@ def test_06_pooling_smoke_glues_both_tables_and_the_masking_checks(tmp_path):
     assert set(cifar) == {"vgg16", "wrn"} and set(cifar["wrn"]["avg"]) == {"clean", "pgd20", "pgd100", "mpgd20", "fgsm"}
 
 
+def test_03_fit_interpretgan_smoke_glues_every_layer(tmp_path):
+    scraps = run("03_fit_interpretgan", tmp_path)
+    layers = {"conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"}
+    for name in ("explanation_accuracy", "explanation_accuracy_independent", "frechet", "frechet_inverter"):
+        assert set(scraps[name]) == layers, name
+    assert all(0 <= v <= 1 for v in scraps["explanation_accuracy"].values())
+    assert all(v > 0 for v in scraps["frechet"].values())
+    assert set(scraps["explanation_accuracy_lambda0"]) == {"conv2", "fc2"}
+
+
+def test_03_refuses_a_layer_the_model_lacks_and_names_its_layers(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        run("03_fit_interpretgan", tmp_path, layers="conv1,conv9")
+    assert err.value.ename == "ParameterError"
+    assert "conv1, conv2, conv3, conv4, fc1, fc2, fc3" in err.value.evalue
+
+
 def test_02_attack_smoke_glues_robust_accuracy_per_attack(tmp_path):
     robust = run("02_attack", tmp_path)["robust_accuracy"]
     # (a glued dict comes back with sorted keys: nbformat writes JSON with sort_keys)

@@ -526,3 +526,55 @@ def build_explainer(classifier: nn.Module, layer: str, settings: GANSettings, st
     for mod, name in ((C, "compression"), (G, "generator")):
         mod.load_state_dict({k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")})
     return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval())
+
+
+@torch.no_grad()
+def judge_features(judge: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """The judge's penultimate features (``judge.features``) of images in [0, 1], as float64 (N x d)."""
+    device = next(judge.parameters()).device
+    out = [judge.features(images[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def explanations(explainer: Explainer, test_set, batch_size: int = 250, exact: bool | None = None) -> torch.Tensor:
+    """The explanations of every image of ``test_set`` (float in [0, 1], CPU)."""
+    device = next(explainer.parameters()).device
+    return torch.cat([explainer(x, exact).cpu() for x, _, _ in test_set.batches(batch_size, device=device)])
+
+
+def frechet_to_data(judge: nn.Module, explained: torch.Tensor, real: torch.Tensor) -> float:
+    """Fréchet distance, in the judge's feature space, between explanations and real images (both in [0, 1])."""
+    return frechet_distance(judge_features(judge, explained), judge_features(judge, real))
+
+
+def evaluate_explainers(classifier: nn.Module, judge: nn.Module, explainers: dict, test_set,
+                        exact: bool | None = None) -> "pd.DataFrame":
+    """One row per layer: ``accuracy (f)`` and ``accuracy (judge)`` (% of ``test_set`` whose explanation
+    the classifier / the independent judge labels with the true label) and ``Fréchet`` (distance between
+    the explanations and the real images in the judge's feature space)."""
+    import pandas as pd
+
+    from .attacks import predict
+
+    real = test_set.tensors()[0]
+    real_features = judge_features(judge, real)
+    rows = {}
+    for layer, expl in explainers.items():
+        x_hat = explanations(expl, test_set, exact=exact)
+        device = next(classifier.parameters()).device
+        pf = torch.cat([predict(classifier, x_hat[i:i + 500].to(device), exact).cpu() for i in range(0, len(x_hat), 500)])
+        pj = torch.cat([predict(judge, x_hat[i:i + 500].to(device), exact).cpu() for i in range(0, len(x_hat), 500)])
+        rows[layer] = {"accuracy (f)": 100 * (pf == test_set.labels).float().mean().item(),
+                       "accuracy (judge)": 100 * (pj == test_set.labels).float().mean().item(),
+                       "Fréchet": frechet_distance(judge_features(judge, x_hat), real_features)}
+    return pd.DataFrame(rows).T
+
+
+def frechet_between_halves(judge: nn.Module, test_set) -> float:
+    """The Fréchet distance between two disjoint random halves of real images: the floor a perfect
+    generator would reach with this many images."""
+    real = test_set.tensors()[0]
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    half = len(real) // 2
+    return frechet_distance(judge_features(judge, real[perm[:half]]), judge_features(judge, real[perm[half:2 * half]]))

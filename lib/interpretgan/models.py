@@ -272,6 +272,30 @@ class WideResNet(NamedLayers):
         _init_weights(self)
 
 
+class JudgeCNN(nn.Module):
+    """An independent MNIST classifier to judge explanations (LeNet-5 in Caffe's form, for 32x32 input):
+    conv5x5(20)-ReLU-maxpool-conv5x5(50)-ReLU-maxpool-FC(500)-ReLU-FC(10).
+
+    A different architecture from :class:`SmallCNN`, trained separately with another seed, never seen by
+    an explanation generator: it scores whether explanations look like the digits they explain
+    (``explanation_accuracy_independent``), and its 500-d penultimate ``features`` are the feature space
+    of the Fréchet distance between explanations and real digits.
+    """
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(),
+                                  nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * 5 * 5, 500), nn.ReLU())
+        self.head = nn.Linear(500, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 500-d penultimate activations (after ReLU) for images ``x`` in [0, 1]."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 def build(arch: str = "smallcnn", pooling: str = "max", **kwargs) -> nn.Module:
     """A model of the zoo by name: ``smallcnn`` (the paper's MNIST model), ``vgg16`` (CIFAR-10 VGG16-BN),
     ``wrn34_10`` (CIFAR-10 WRN-34-10) or ``wrn`` (a WideResNet; pass ``depth`` and ``widen_factor``).

@@ -55,6 +55,23 @@ def parse_attacks(value: Any) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def parse_layers(value: Any, allowed: Iterable[str] | None = None) -> list[str]:
+    """Layer names from "all", a list, or a comma-separated string; each must be one of ``allowed``
+    (default: the paper's MNIST model's conv1 ... fc3). Returned in the model's order."""
+    if allowed is None:
+        from .models import LAYERS as allowed
+    allowed = tuple(allowed)
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return list(allowed)
+    items = value.split(",") if isinstance(value, str) else list(value) if value is not None else []
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    bad = [n for n in names if n not in allowed]
+    if bad or not names:
+        raise ParameterError(f"parameter 'layers' must be \"all\" or names among {', '.join(allowed)} "
+                             f"(the model's layers); got {value!r}")
+    return [n for n in allowed if n in names]
+
+
 def parse_int(value: Any, name: str, minimum: int = 0) -> int:
     """A whole number >= ``minimum`` (strings accepted)."""
     try:
@@ -99,6 +116,7 @@ _PARSERS = {
     "pooling": lambda v: choice("pooling", v, POOLINGS),
     "training": lambda v: choice("training", v, TRAININGS),
     "epsilon": parse_epsilon,
+    "layers": parse_layers,
     "attacks": parse_attacks,
     "seed": lambda v: parse_int(v, "seed"),
     "retrain": lambda v: parse_bool(v, "retrain"),

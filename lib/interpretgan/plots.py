@@ -97,3 +97,55 @@ def robustness_bars(accuracies: dict[str, float], clean: float | None = None, ti
     ax.set(ylabel="robust accuracy (%)", ylim=(0, 105), title=title)
     fig.tight_layout()
     return fig
+
+
+def gan_history(history: dict, title: str = "") -> plt.Figure:
+    """InterpretGAN training curves against images shown: the critic's loss, the generator's adversarial
+    loss, the interpretability cross-entropy (or the inverter's pixel MSE), and the monitor set's
+    explanation accuracy; dotted lines mark where each new scale starts fading in."""
+    pixel = not np.isnan(np.asarray(history["pixel"], dtype=float)).all()
+    panels = [("pixel", "pixel MSE (inverter)")] if pixel else [
+        ("loss_d", "critic loss (WGAN-GP)"), ("loss_g", "generator: -D(x_hat)"), ("loss_i", "interpretability CE")]
+    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(3.6 * (len(panels) + 1), 3.0))
+    k = np.asarray(history["images"]) / 1000
+    starts = [k[i] for i in range(1, len(k)) if history["scale"][i] != history["scale"][i - 1]]
+    for ax, (key, name) in zip(axes, panels):
+        ax.plot(k, history[key], lw=1)
+        ax.set(xlabel="thousand images shown", title=name)
+        if key == "loss_i":
+            ax.set_yscale("log")
+    acc_ax = axes[-1]
+    acc_ax.plot(np.asarray(history["monitor_images"]) / 1000, np.asarray(history["monitor_accuracy"]) * 100, "o-")
+    acc_ax.set(xlabel="thousand images shown", ylabel="%", ylim=(0, 102), title="explanations f labels correctly")
+    for ax in axes:
+        for s in starts:
+            ax.axvline(s, color="0.7", lw=0.8, ls=":")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def explanation_grid(images: torch.Tensor, explained: dict, labels: torch.Tensor | None = None,
+                     predictions: dict | None = None, title: str = "", row_names: dict | None = None) -> plt.Figure:
+    """Rows: the input images, then one row of explanations per layer (``explained``: layer -> N x 1 x H x W
+    in [0, 1]); ``predictions`` (layer -> N labels) titles each explanation with f's label on it, red when
+    it differs from ``labels``."""
+    rows = [("input", images)] + list(explained.items())
+    n = len(images)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.05 * n + 0.8, 1.1 * len(rows) + 0.4), squeeze=False)
+    for r, (name, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0 and labels is not None:
+                ax.set_title(f"y={int(labels[c])}", fontsize=7)
+            elif predictions is not None and name in predictions:
+                pred = int(predictions[name][c])
+                wrong = labels is not None and pred != int(labels[c])
+                ax.set_title(f"f={pred}", fontsize=7, color="red" if wrong else "black")
+        axes[r, 0].set_ylabel((row_names or {}).get(name, name), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -87,6 +87,8 @@ class Profile:
     ablation_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the lambda = 0 fit
     inverter_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the pixel-loss baseline
     n_gan_monitor: int = 500        # test images scored at every checkpoint of a fit
+    n_gan_eval: int | None = None   # test images for explanation accuracy and the Fréchet distance
+    ablation_layers: tuple[str, ...] = ("conv2", "fc2")  # layers also fitted with lambda = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
@@ -103,7 +105,7 @@ SMOKE_ATTA = {
 DEFAULT_ATTA = {
     "mnist": AdversarialSchedule(eps=0.3, step=0.04, epochs=12, lr=0.01, lr_milestones=(10,)),
     "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=8, lr=0.05, lr_milestones=(6,), batch_size=64,
-                                   weight_decay=2e-4, reset_every=None, augment=True, n_train=20_000,
+                                   weight_decay=2e-4, reset_every=None, augment=True, n_train=10_000,
                                    eval_steps=10, eval_step=0.007, n_eval=500),
 }
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
@@ -114,9 +116,10 @@ PROFILES = {
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
                      pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
-                     gan=_gan(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(512, 512, 512, 1024),
-                              ema=0.9, n_train=5_000, checkpoint_every=1024),
-                     ablation_images=(256, 256, 256, 512), inverter_images=(256, 256, 256, 512), n_gan_monitor=100,
+                     gan=_gan(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(256, 256, 256, 512),
+                              ema=0.9, n_train=2_000, checkpoint_every=640),
+                     ablation_images=(128, 128, 128, 256), inverter_images=(128, 128, 128, 256), n_gan_monitor=100,
+                     n_gan_eval=200,
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
@@ -125,11 +128,12 @@ PROFILES = {
                        gan=_gan(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(10_000, 10_000, 20_000, 40_000), ema=0.995, checkpoint_every=10_000),
                        ablation_images=(5_000, 5_000, 10_000, 20_000), inverter_images=(5_000, 5_000, 10_000, 20_000),
+                       n_gan_eval=2_000,
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
                               "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "
                               "60 epochs, x0.1 after 55); 3 seeds per pooling",
-                              "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 20,000 training "
+                              "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 10,000 training "
                               "images, 8 epochs, 2 seeds, 1,000 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
                      notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",

@@ -289,3 +289,50 @@ def ship_explainer(profile: str = "default", pooling: str = "max", training: str
     cache.ship(cache.load_weights(folder / "explainer.safetensors"), name, cache.settings_key(settings), settings,
                extra={"history": history}, dtype=torch.float16)
     return name
+
+
+def judge_settings(profile: str = "default", exact: bool | None = None) -> dict[str, Any]:
+    """Settings of the independent judge (:class:`~interpretgan.models.JudgeCNN`): natural training,
+    seed 1, the profile's training images, 5 epochs of SGD 0.01 then 0.001 (1 at the smoke profile)."""
+    p = get_profile(profile)
+    return {"kind": "judge", "version": 1, "arch": "judgecnn", "seed": 1, "n_train": p.n_train, "n_train_seed": 1,
+            "epochs": 1 if p.name == "smoke" else 5, "lr": 0.01, "lr_milestones": [3], "lr_gamma": 0.1,
+            "momentum": 0.9, "weight_decay": 0.0, "batch_size": 128, "exact": fast.resolve_exact(exact)}
+
+
+def judge(profile: str = "default", data_root: str | None = None, device: str | torch.device | None = None,
+          progress: bool = True, exact: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """The independent judge of explanations, trained once and cached; returns ``(model, info)`` like
+    :func:`classifier` (info: ``key``, ``settings``, ``source``, ``history``, ``test_accuracy``)."""
+    from .models import JudgeCNN
+
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = judge_settings(profile, exact)
+    exact, key = settings["exact"], cache.settings_key(settings)
+    set_seed(settings["seed"])
+    model = JudgeCNN().to(device)
+    test = mnist32("test", data_root).subset(get_profile(profile).n_test)
+    folder = cache.entry("classifiers", settings)
+    final = folder / "model.safetensors"
+    if final.is_file():
+        source = "cache"
+        model.load_state_dict(cache.load_weights(final))
+        history = cache.load_checkpoint(folder / "history.pt")
+    elif (f := cache.shipped(key)) is not None:
+        source = "shipped"
+        model.load_state_dict(cache.load_weights(f))
+        history = cache.read_manifest()["files"][f.name].get("history")
+    else:
+        source = "trained"
+        train = mnist32("train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
+        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
+                                lr_milestones=tuple(settings["lr_milestones"]), lr_gamma=settings["lr_gamma"],
+                                momentum=settings["momentum"], batch_size=settings["batch_size"], seed=settings["seed"],
+                                checkpoint=folder / "checkpoint.pt", device=device, progress=progress, exact=exact)
+        cache.save_checkpoint(history, folder / "history.pt")
+        cache.save_weights(model.state_dict(), final, metadata={"key": key})
+    fast.prepare(model.eval(), exact)
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return model, {"key": key, "settings": settings, "source": source, "history": history,
+                   "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
