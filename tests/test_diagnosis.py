@@ -1,0 +1,73 @@
+"""The layer diagnosis: Acc_i / Vul_i with bootstrap intervals, and the max-pool index study."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from interpretgan.diagnosis import maxpool_index_change, order_layers, sum_check, vulnerability, vulnerable_layers
+
+
+def test_vulnerability_by_hand():
+    correct = {"a": torch.tensor([1, 1, 1, 0, 1, 1, 0, 1], dtype=torch.bool),   # Acc 6/8
+               "b": torch.tensor([1, 0, 1, 0, 1, 1, 0, 0], dtype=torch.bool),   # Acc 4/8
+               "c": torch.tensor([1, 1, 1, 0, 0, 1, 0, 0], dtype=torch.bool)}   # Acc 4/8 (one gained, one lost)
+    t = vulnerability(correct, n_resamples=500)
+    assert t["acc"].tolist() == pytest.approx([0.75, 0.5, 0.5])
+    assert t["vul"].tolist() == pytest.approx([0.25, 0.25, 0.0])  # Vul_1 = 1 - Acc_1; Vul_i = Acc_{i-1} - Acc_i
+    assert sum_check(t) == pytest.approx(0.0, abs=1e-12)  # the Vul_i sum to 1 - Acc_last
+    assert (t["acc_low"] <= t["acc"]).all() and (t["acc"] <= t["acc_high"]).all()
+    assert (t["vul_low"] <= t["vul"]).all() and (t["vul"] <= t["vul_high"]).all()
+    assert t.loc["c", "vul_low"] < 0 < t.loc["c", "vul_high"]  # a gain and a loss: the interval spans zero
+
+
+def test_intervals_shrink_like_one_over_root_n_and_flag_vulnerable_layers():
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (400, 6400):
+        a = torch.from_numpy(rng.random(n) < 0.9)
+        b = a & torch.from_numpy(rng.random(n) < 0.5)  # layer b loses about half of a's correct images
+        t = vulnerability({"a": a, "b": b}, n_resamples=1000)
+        widths.append(t.loc["b", "acc_high"] - t.loc["b", "acc_low"])
+        # a binomial proportion's 95% interval is about 2 * 1.96 * sqrt(p (1 - p) / n) wide
+        p = t.loc["b", "acc"]
+        assert widths[-1] == pytest.approx(2 * 1.96 * np.sqrt(p * (1 - p) / n), rel=0.15)
+    assert widths[1] < widths[0] / 3
+    assert vulnerable_layers(t) == ["b"]
+
+
+def test_maxpool_index_change_by_hand():
+    pool = nn.Sequential(nn.MaxPool2d(2, 2))
+    x = torch.zeros(1, 1, 2, 4)
+    x[0, 0, 0, 0] = 1.0                     # window 1: argmax at (0, 0); window 2: all zero (tied)
+    x_adv = x.clone()
+    x_adv[0, 0, 1, 1] = 2.0                 # window 1's argmax moves to (1, 1); window 2 stays tied
+    t = maxpool_index_change(pool, x, x_adv)
+    assert t.loc["0", "windows"] == 2
+    assert t.loc["0", "tied"] == pytest.approx(0.5)
+    assert t.loc["0", "changed_untied"] == pytest.approx(1.0)  # the one untied window changed
+    same = maxpool_index_change(pool, x, x.clone())
+    assert same.loc["0", "changed"] == 0.0
+
+
+def test_maxpool_study_on_the_paper_model(weak_model, test_set):
+    x, _ = test_set.subset(64).tensors()
+    t = maxpool_index_change(weak_model, x, (x + 0.3 * torch.randn_like(x)).clamp(0, 1))
+    assert list(t.index) == ["conv2.2", "conv4.2"]  # the two pooling layers, in forward order
+    assert t.loc["conv2.2", "windows"] == 64 * 32 * 14 * 14 and t.loc["conv4.2", "windows"] == 64 * 64 * 5 * 5
+    assert (0 < t["changed"]).all() and (t["changed"] < 1).all()
+
+
+def test_order_layers_follows_the_forward_pass():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.late = nn.Linear(4, 2)   # registered first, called last
+            self.early = nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.late(torch.relu(self.early(x)))
+
+    net = Net()
+    assert order_layers(net, ["late", "early"], torch.zeros(1, 3)) == ["early", "late"]
+    with pytest.raises(ValueError, match="late, early"):
+        order_layers(net, ["middle"], torch.zeros(1, 3))
