@@ -1,5 +1,6 @@
 """The layer diagnosis: Acc_i / Vul_i with bootstrap intervals, and the max-pool index study."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -71,3 +72,51 @@ def test_order_layers_follows_the_forward_pass():
     assert order_layers(net, ["late", "early"], torch.zeros(1, 3)) == ["early", "late"]
     with pytest.raises(ValueError, match="late, early"):
         order_layers(net, ["middle"], torch.zeros(1, 3))
+
+
+class TinyResNet(nn.Module):
+    """A model the package does not ship: a stem, two residual stages (nested modules) and a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
+        self.stage1 = nn.ModuleDict({"conv": nn.Conv2d(8, 8, 3, padding=1), "act": nn.ReLU()})
+        self.stage2 = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = self.stage1["act"](h + self.stage1["conv"](h))  # residual
+        return self.head(self.stage2(h))
+
+
+def test_diagnose_any_model(train_set, test_set, tmp_path):
+    from interpretgan import gan
+    from interpretgan.attacks import PGD
+    from interpretgan.diagnosis import diagnose
+    from interpretgan.training import train_natural
+
+    torch.manual_seed(0)
+    net = TinyResNet()
+    train_natural(net, train_set.subset(3000), test_set.subset(200), epochs=1, lr=0.05, progress=False)
+    net.eval()
+    x, _ = test_set.subset(4).tensors()
+    # hooked latents equal a manual forward pass, nested module included
+    h = net.stem(x)
+    r = net.stage1["act"](h + net.stage1["conv"](h))
+    torch.testing.assert_close(gan.latent_of(net, x, "stage1.act"), r)
+    torch.testing.assert_close(gan.latent_of(net, x, "stage2"), net.stage2(r))
+    settings = gan.GANSettings(code_dim=16, channels=(8, 8, 8, 8), images=(128, 128, 128, 256), batch_size=32,
+                               checkpoint_every=10**6, ema=0.9)
+    torch.manual_seed(5)  # the attack's random start
+    d = diagnose(net, ["head", "stage1.act", "stage2"], PGD(0.2, 0.05, 5), test_set.subset(100),
+                 train_set.subset(1000), settings, folder=tmp_path, progress=False, exact=True)
+    assert list(d.table.index) == ["stage1.act", "stage2", "head"]  # forward order
+    assert sum_check(d.table) == pytest.approx(0.0, abs=1e-9)   # the Vul_i sum to 1 - Acc_last
+    assert d.table.loc["stage1.act", "vul"] == pytest.approx(1 - d.table.loc["stage1.act", "acc"])
+    assert sorted(p.name for p in tmp_path.glob("*.safetensors")) == ["head.safetensors", "stage1.act.safetensors",
+                                                                      "stage2.safetensors"]
+    torch.manual_seed(5)  # a second call loads the cached generators and gives the same table
+    again = diagnose(net, ["stage1.act", "stage2", "head"], PGD(0.2, 0.05, 5), test_set.subset(100),
+                     train_set.subset(1000), settings, folder=tmp_path, progress=False, exact=True)
+    pd.testing.assert_frame_equal(again.table, d.table)

@@ -176,3 +176,70 @@ def order_layers(model: nn.Module, layers: Iterable[str], example: torch.Tensor)
     if missing:
         raise ValueError(f"layers {missing} are not called in the model's forward pass")
     return sorted(layers, key=calls.index)
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnose any model
+# ----------------------------------------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+
+@dataclass
+class Diagnosis:
+    """What :func:`diagnose` returns: the Table-1-style ``table`` (see :func:`vulnerability`), the fitted
+    ``explainers`` (layer -> :class:`~interpretgan.gan.Explainer`), the attack's ``clean`` and ``robust``
+    accuracy on the diagnosed images, and the per-image ``correct`` flags per layer."""
+
+    table: pd.DataFrame
+    explainers: dict
+    clean: float
+    robust: float
+    correct: dict
+
+
+def diagnose(model: nn.Module, layers: Iterable[str], attack, test_set, train_set, settings=None, *,
+             folder=None, seed: int = 0, progress: bool = True, exact: bool | None = None) -> Diagnosis:
+    """Diagnose any classifier: which of ``layers`` make it vulnerable to ``attack``.
+
+    Arguments:
+        model: any ``nn.Module`` mapping images in [0, 1] to logits; ``layers`` are names from
+            ``model.named_modules()`` (nested ones with dots, e.g. ``"layer2.1"``), reached by forward
+            hooks and put in forward order.
+        attack: a callable ``attack(model, x, y) -> x_adv`` (e.g. ``interpretgan.attacks.PGD(0.3)``).
+        test_set, train_set: ImageSets; D* is ``test_set`` attacked white-box; generators fit on ``train_set``.
+        settings: :class:`~interpretgan.gan.GANSettings` for every layer's InterpretGAN.
+        folder: where each layer's generator is cached (``<layer>.safetensors``) and its fit checkpointed
+            (resumable); None fits in memory only.
+
+    Returns a :class:`Diagnosis`; ``table`` has Acc_i, Vul_i and their 95% bootstrap intervals.
+
+    Example::
+
+        >>> d = diagnose(net, ["layer1", "layer2", "fc"], PGD(0.3), test.subset(2000), train)
+        >>> d.table[["acc", "vul"]]
+    """
+    from pathlib import Path
+
+    from . import cache, gan
+    from .attacks import run_attack
+
+    settings = settings or gan.GANSettings()
+    device = next(model.parameters()).device
+    model.eval()
+    x0 = test_set.take(slice(0, 2)).tensors(device)[0]
+    layers = order_layers(model, layers, x0)
+    result = run_attack(model, attack, test_set, device=device, keep_images=True, progress=progress, name="D*")
+    explainers = {}
+    for layer in layers:
+        final = Path(folder) / f"{layer}.safetensors" if folder is not None else None
+        if final is not None and final.is_file():
+            explainers[layer] = gan.build_explainer(model, layer, settings, cache.load_weights(final), device)
+            continue
+        explainers[layer], _ = gan.fit_layer(model, layer, train_set, settings, seed=seed, device=device,
+                                             checkpoint=Path(folder) / f"{layer}.checkpoint.pt" if folder else None,
+                                             progress=progress, exact=exact)
+        if final is not None:
+            cache.save_weights(gan.explainer_state(explainers[layer]), final)
+    correct = layer_correctness(model, explainers, result.x_adv, result.labels, exact=exact)
+    return Diagnosis(vulnerability(correct), explainers, result.clean_accuracy, result.robust_accuracy, correct)
