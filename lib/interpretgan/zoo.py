@@ -191,8 +191,10 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
 
 
 def ship_classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
-                    exact: bool | None = None, dataset: str = "mnist", arch: str | None = None) -> str:
-    """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool); returns its name."""
+                    exact: bool | None = None, dataset: str = "mnist", arch: str | None = None,
+                    dtype: torch.dtype | None = None) -> str:
+    """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool; ``dtype``
+    e.g. torch.float16 halves the file); returns its name."""
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
     folder = cache.entry("classifiers", settings)
     if not (folder / "model.safetensors").is_file():
@@ -200,7 +202,7 @@ def ship_classifier(profile: str = "default", pooling: str = "max", training: st
     history = cache.load_checkpoint(folder / "history.pt")
     name = shipped_name(settings)
     cache.ship(cache.load_weights(folder / "model.safetensors"), name, cache.settings_key(settings), settings,
-               extra={"history": history, "test_accuracy": history["test_accuracy"][-1]})
+               extra={"history": history, "test_accuracy": history["test_accuracy"][-1]}, dtype=dtype)
     return name
 
 
