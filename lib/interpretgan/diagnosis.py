@@ -243,3 +243,45 @@ def diagnose(model: nn.Module, layers: Iterable[str], attack, test_set, train_se
             cache.save_weights(gan.explainer_state(explainers[layer]), final)
     correct = layer_correctness(model, explainers, result.x_adv, result.labels, exact=exact)
     return Diagnosis(vulnerability(correct), explainers, result.clean_accuracy, result.robust_accuracy, correct)
+
+
+# ----------------------------------------------------------------------------------------------
+# The paper's models: Table 1 through the artifact cache
+# ----------------------------------------------------------------------------------------------
+
+#: The paper's Table 1 (MNIST, PGD-40 at eps 0.3): Acc_i in percent, natural and adversarially trained.
+PAPER_TABLE1_ACC = {"natural": {"conv1": 52.6, "conv2": 26.3, "conv3": 21.6, "conv4": 9.9, "fc1": 4.3, "fc2": 3.0,
+                                "fc3": 3.5},
+                    "atta": {"conv1": 95.1, "conv2": 94.0, "conv3": 93.9, "conv4": 92.6, "fc1": 90.1, "fc2": 90.0,
+                             "fc3": 89.5}}
+#: The paper's max-pool index study: % of argmax positions that change, first and second pooling layer.
+PAPER_MAXPOOL_CHANGE = {"conv2": 40.9, "conv4": 18.1}
+
+
+def paper_vulnerability(training: str) -> dict[str, float]:
+    """Vul_i in percent from the paper's Acc_i (equation 5 applied to Table 1's accuracies)."""
+    acc, out, prev = PAPER_TABLE1_ACC[training], {}, 100.0
+    for layer, a in acc.items():
+        out[layer] = round(prev - a, 1)
+        prev = a
+    return out
+
+
+def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training: str = "natural",
+                       attack: str = "pgd40", epsilon: float = 0.3, n_images: int | None = None, seed: int = 0,
+                       data_root: str | None = None, progress: bool = True, exact: bool | None = None) -> Diagnosis:
+    """:func:`diagnose` for the paper's MNIST model of these settings, everything through the artifact
+    cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images`` test digits, one explainer per
+    layer, fitted or shipped); also returns D* itself on the Diagnosis as ``x``/``x_adv``/``labels``."""
+    from . import zoo
+    from .models import LAYERS
+
+    model, info = zoo.classifier(profile, pooling, training, 0, data_root, progress=progress, exact=exact)
+    d_star = zoo.adversarial_set(model, info, attack, epsilon, n_images, seed=seed, data_root=data_root,
+                                 progress=progress)
+    explainers = {layer: zoo.explainer(profile, pooling, training, layer, 0, data_root, progress=progress,
+                                       exact=exact, classifier_model=(model, info))[0] for layer in LAYERS}
+    correct = layer_correctness(model, explainers, d_star.x_adv, d_star.labels, exact=info["settings"]["exact"])
+    d = Diagnosis(vulnerability(correct), explainers, d_star.clean_accuracy, d_star.robust_accuracy, correct)
+    d.model, d.d_star = model, d_star
+    return d

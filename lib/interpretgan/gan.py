@@ -578,3 +578,17 @@ def frechet_between_halves(judge: nn.Module, test_set) -> float:
     perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
     half = len(real) // 2
     return frechet_distance(judge_features(judge, real[perm[:half]]), judge_features(judge, real[perm[half:2 * half]]))
+
+
+@torch.no_grad()
+def explain_layers(classifier: nn.Module, explainers: dict, x: torch.Tensor, exact: bool | None = None
+                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """For images ``x``: each layer's explanation (layer -> N x C x H x W in [0, 1], CPU) and the
+    classifier's label for it (layer -> N labels, CPU)."""
+    from .attacks import predict
+
+    explained, labels = {}, {}
+    for layer, expl in explainers.items():
+        x_hat = expl(x, exact)
+        explained[layer], labels[layer] = x_hat.cpu(), predict(classifier, x_hat, exact).cpu()
+    return explained, labels

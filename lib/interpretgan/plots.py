@@ -149,3 +149,89 @@ def explanation_grid(images: torch.Tensor, explained: dict, labels: torch.Tensor
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def layer_by_layer(rows: list[tuple[str, torch.Tensor, dict, dict | None, int | None]], title: str = ""
+                   ) -> plt.Figure:
+    """The paper's Figure 3 layout: one row per (name, image, explanations, labels, true label) entry —
+    the image in the first column, then its explanation at every layer, each titled with the
+    classifier's label on it (red when it differs from the true label)."""
+    layers = list(rows[0][2])
+    fig, axes = plt.subplots(len(rows), len(layers) + 1, figsize=(1.15 * (len(layers) + 1) + 1.2, 1.25 * len(rows) + 0.5),
+                             squeeze=False)
+    for r, (name, img, explained, labels, truth) in enumerate(rows):
+        axes[r, 0].imshow(img[0].cpu(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_ylabel(name, fontsize=8)
+        for c, layer in enumerate(layers, start=1):
+            ax = axes[r, c]
+            ax.imshow(explained[layer][0].cpu(), cmap="gray", vmin=0, vmax=1)
+            if labels is not None:
+                lab = int(labels[layer])
+                ax.set_title(f"{layer}: {lab}", fontsize=7,
+                             color="red" if truth is not None and lab != truth else "black")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("input", fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def attribution_maps(images: torch.Tensor, maps: dict, labels: list[str] | None = None, title: str = "") -> plt.Figure:
+    """One row per image: the image, then each attribution method's map (diverging colours, symmetric
+    around zero per map)."""
+    names = list(maps)
+    n = len(images)
+    fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.4 * (len(names) + 1) + 0.6, 1.45 * n + 0.5), squeeze=False)
+    for r in range(n):
+        axes[r, 0].imshow(images[r, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+        axes[r, 0].set_ylabel(labels[r] if labels else "", fontsize=8)
+        for c, name in enumerate(names, start=1):
+            m = maps[name][r].sum(0).cpu()
+            lim = float(m.abs().max()) or 1.0
+            axes[r, c].imshow(m, cmap="seismic", vmin=-lim, vmax=lim)
+            if r == 0:
+                axes[r, c].set_title(name, fontsize=7)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def vulnerability_bars(tables: dict, paper: dict | None = None, title: str = "") -> plt.Figure:
+    """Acc_i and Vul_i per layer (%, with their 95% intervals) for each table (name -> table from
+    :func:`interpretgan.diagnosis.vulnerability`), the paper's values as black ticks; layers whose
+    Vul_i interval lies above zero and above the mean are marked vulnerable (hatched)."""
+    from .diagnosis import vulnerable_layers
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+    names = list(tables)
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        t = tables[name]
+        xs = np.arange(len(t)) + (k - (len(names) - 1) / 2) * width
+        for ax, col in ((a, "acc"), (b, "vul")):
+            err = np.vstack([t[col] - t[f"{col}_low"], t[f"{col}_high"] - t[col]]) * 100
+            bars = ax.bar(xs, t[col] * 100, width, yerr=err, capsize=2, label=name)
+            if col == "vul":
+                for bar, layer in zip(bars, t.index):
+                    if layer in vulnerable_layers(t):
+                        bar.set_hatch("//")
+            if paper and name in paper:
+                ref = paper[name][col]
+                ax.scatter(xs, [ref[l] for l in t.index], marker="_", s=120, color="k", zorder=3,
+                           label="paper" if k == 0 else None)
+    for ax, lab in ((a, "Acc_i: f on explanations of D* (%)"), (b, "Vul_i (%)")):
+        ax.set_xticks(np.arange(len(tables[names[0]])))
+        ax.set_xticklabels(tables[names[0]].index)
+        ax.set(ylabel=lab)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.legend(fontsize=8)
+    a.set_title("accuracy on each layer's explanations")
+    b.set_title("vulnerability per layer (hatched: flagged vulnerable)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
