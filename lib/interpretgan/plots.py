@@ -203,7 +203,8 @@ def attribution_maps(images: torch.Tensor, maps: dict, labels: list[str] | None 
 
 def vulnerability_bars(tables: dict, paper: dict | None = None, title: str = "") -> plt.Figure:
     """Acc_i and Vul_i per layer (%, with their 95% intervals) for each table (name -> table from
-    :func:`interpretgan.diagnosis.vulnerability`), the paper's values as black ticks; layers whose
+    :func:`interpretgan.diagnosis.vulnerability`), the paper's values (``paper``: name -> {"acc": {layer: %},
+    "vul": {layer: %}}) as black ticks; layers whose
     Vul_i interval lies above zero and above the mean are marked vulnerable (hatched)."""
     from .diagnosis import vulnerable_layers
 
