@@ -1,0 +1,127 @@
+"""Views for the notebooks: plain functions that compute and draw one figure, and the ipywidgets that
+call them.
+
+Who should use it: ``04_visualize`` and ``05_diagnose``. Every interactive view is backed by a plain
+function that the notebook also calls once with default values, so the committed notebook shows a
+static figure and runs headless under papermill and nbval (widgets are never compared there).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from . import plots
+from .attacks import PGD, predict
+from .gan import explain_layers
+
+
+def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int = 40,
+                alpha: float = 0.01, seed: int = 0) -> torch.Tensor:
+    """PGD-``steps`` (step ``alpha``, random start seeded by ``seed``) at l_inf ``epsilon`` against ``model``
+    (``x`` itself at epsilon 0)."""
+    if epsilon <= 0:
+        return x.detach().clone()
+    torch.manual_seed(seed)
+    return PGD(epsilon, alpha=alpha, steps=steps)(model, x, y)
+
+
+def figure3(models: dict, test_set, indices, epsilon: float = 0.3, layers=None, seed: int = 0):
+    """The paper's Figure 3 for the test images at ``indices``: for each model (name -> (classifier,
+    {layer: explainer})), the natural image and its PGD-40 adversarial image at ``epsilon``, each with its
+    explanation at every layer in ``layers`` (default: all) and the classifier's label for each.
+    Returns ``(figure, labels)`` with labels[name][index] = {"natural": {layer: label}, "adversarial": ...}."""
+    part = test_set.take(torch.as_tensor(list(indices)))
+    rows, labels = [], {}
+    for name, (model, explainers) in models.items():
+        chosen = {l: e for l, e in explainers.items() if layers is None or l in layers}
+        x, y = part.tensors(next(model.parameters()).device)
+        x_adv = adversarial(model, x, y, epsilon, seed=seed)
+        nat, nat_lab = explain_layers(model, chosen, x)
+        adv, adv_lab = explain_layers(model, chosen, x_adv)
+        p_nat, p_adv = predict(model, x).cpu(), predict(model, x_adv).cpu()
+        labels[name] = {}
+        for i, idx in enumerate(part.indices.tolist()):
+            truth = int(y[i])
+            rows.append((f"{name}\nnatural #{idx}\nf={int(p_nat[i])}", x[i].cpu(), {l: v[i] for l, v in nat.items()},
+                         {l: v[i] for l, v in nat_lab.items()}, truth))
+            rows.append((f"{name}\nadversarial\nf={int(p_adv[i])}", x_adv[i].cpu(), {l: v[i] for l, v in adv.items()},
+                         {l: v[i] for l, v in adv_lab.items()}, truth))
+            labels[name][idx] = {"natural": {l: int(v[i]) for l, v in nat_lab.items()},
+                                 "adversarial": {l: int(v[i]) for l, v in adv_lab.items()}}
+    fig = plots.layer_by_layer(rows, title=f"InterpretGAN explanations, natural vs PGD-40 at eps {epsilon:g} "
+                                            "(titles: layer: f's label on the explanation; red: not the true label)")
+    return fig, labels
+
+
+def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int = 99):
+    """ipywidgets for :func:`figure3`: the image index, epsilon and the layers; moving a control
+    recomputes the attack and redraws."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    layers = list(next(iter(models.values()))[1])
+
+    def view(index, epsilon, layers):
+        fig, _ = figure3(models, test_set, [index], epsilon, list(layers))
+        plt.show()
+
+    return w.interactive(view, index=w.IntSlider(0, 0, max_index, description="image"),
+                         epsilon=w.FloatSlider(value=epsilon, min=0.02, max=0.5, step=0.02, description="epsilon"),
+                         layers=w.SelectMultiple(options=layers, value=tuple(layers), description="layers"))
+
+
+def accuracy_vs_epsilon(model: nn.Module, explainers: dict, test_set, epsilons, seed: int = 0,
+                        batch_size: int = 250) -> pd.DataFrame:
+    """Acc_i (fraction of ``test_set`` whose layer-i explanation of the PGD-40 image f labels correctly)
+    for each epsilon in ``epsilons``: rows epsilon, columns "input" (plain robust accuracy) and layers."""
+    from .diagnosis import layer_correctness
+
+    device = next(model.parameters()).device
+    x, y = test_set.tensors()
+    rows = {}
+    for eps in epsilons:
+        x_adv = torch.cat([adversarial(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
+                                       seed=seed).cpu() for i in range(0, len(x), batch_size)])
+        correct = layer_correctness(model, explainers, x_adv, y)
+        robust = torch.cat([predict(model, x_adv[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+        rows[float(eps)] = {"input": (robust == y).float().mean().item(),
+                            **{l: c.float().mean().item() for l, c in correct.items()}}
+    return pd.DataFrame(rows).T.rename_axis("epsilon")
+
+
+def epsilon_figure(curves: dict, title: str = ""):
+    """Acc_i against epsilon, one panel per model (name -> table from :func:`accuracy_vs_epsilon`)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5.2 * len(curves), 3.4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], curves.items()):
+        colors = plt.cm.viridis(np.linspace(0, 1, len(table.columns)))
+        for col, c in zip(table.columns, colors):
+            ax.plot(table.index, table[col] * 100, "o-", color="k" if col == "input" else c, lw=1.2, ms=3,
+                    label="f(x_adv)" if col == "input" else col)
+        ax.set(xlabel="epsilon (l_inf)", ylabel="Acc_i (%)", ylim=(-2, 102), title=name)
+        ax.legend(fontsize=7, ncol=2)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def epsilon_widget(models: dict, test_set, epsilon: float = 0.3):
+    """An epsilon slider: Acc_i per layer (bars) at the chosen epsilon, for each model (name -> (classifier,
+    {layer: explainer})), on ``test_set``."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    def view(epsilon):
+        fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.0), squeeze=False)
+        for ax, (name, (model, explainers)) in zip(axes[0], models.items()):
+            t = accuracy_vs_epsilon(model, explainers, test_set, [epsilon]).iloc[0]
+            ax.bar(t.index, t.values * 100, color=["k"] + ["tab:blue"] * (len(t) - 1))
+            ax.set(ylim=(0, 102), ylabel="%", title=f"{name}: Acc_i at eps {epsilon:.2f}")
+            ax.tick_params(axis="x", labelsize=7)
+        fig.tight_layout()
+        plt.show()
+
+    return w.interactive(view, epsilon=w.FloatSlider(value=epsilon, min=0.0, max=0.5, step=0.05, description="epsilon"))
