@@ -272,8 +272,10 @@ def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training:
                        data_root: str | None = None, progress: bool = True, exact: bool | None = None) -> Diagnosis:
     """:func:`diagnose` for the paper's MNIST model of these settings, everything through the artifact
     cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images`` test digits, one explainer per
-    layer, fitted or shipped); also returns D* itself on the Diagnosis as ``x``/``x_adv``/``labels``."""
+    layer, fitted or shipped). The Diagnosis also carries ``model``, ``d_star`` (the AttackResult, with the
+    adversarial images) and ``test`` (the natural test digits D* was made from)."""
     from . import zoo
+    from .data import mnist32
     from .models import LAYERS
 
     model, info = zoo.classifier(profile, pooling, training, 0, data_root, progress=progress, exact=exact)
@@ -283,5 +285,5 @@ def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training:
                                        exact=exact, classifier_model=(model, info))[0] for layer in LAYERS}
     correct = layer_correctness(model, explainers, d_star.x_adv, d_star.labels, exact=info["settings"]["exact"])
     d = Diagnosis(vulnerability(correct), explainers, d_star.clean_accuracy, d_star.robust_accuracy, correct)
-    d.model, d.d_star = model, d_star
+    d.model, d.d_star, d.test = model, d_star, mnist32("test", data_root).subset(n_images)
     return d

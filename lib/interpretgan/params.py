@@ -72,6 +72,35 @@ def parse_layers(value: Any, allowed: Iterable[str] | None = None) -> list[str]:
     return [n for n in allowed if n in names]
 
 
+def parse_images(value: Any, n_test: int = 10_000) -> list[int]:
+    """Test-image indices from a list or a comma-separated string; each a whole number in [0, n_test)."""
+    items = value.split(",") if isinstance(value, str) else [value] if isinstance(value, int) else list(value)
+    try:
+        out = [int(str(v).strip()) for v in items if str(v).strip()]
+    except ValueError:
+        out = []
+    if not out or any(not 0 <= i < n_test for i in out):
+        raise ParameterError(f"parameter 'images' takes test-image indices in 0..{n_test - 1} (a list or \"0, 7, 42\"); "
+                             f"got {value!r}")
+    return out
+
+
+def parse_attack(value: Any) -> str:
+    """One attack name: fgsm, pgd<k> or mpgd<k>."""
+    names = parse_attacks(value) if value not in (None, "") else []
+    if len(names) != 1:
+        raise ParameterError(f"parameter 'attack' takes one name of the forms fgsm, pgd<k>, mpgd<k> (e.g. pgd40); "
+                             f"got {value!r}")
+    return names[0]
+
+
+def parse_optional_int(value: Any, name: str, minimum: int = 1) -> int | None:
+    """None (or "None": the profile's default) or a whole number >= ``minimum``."""
+    if value is None or str(value).strip().lower() in ("none", ""):
+        return None
+    return parse_int(value, name, minimum)
+
+
 def parse_int(value: Any, name: str, minimum: int = 0) -> int:
     """A whole number >= ``minimum`` (strings accepted)."""
     try:
@@ -117,6 +146,9 @@ _PARSERS = {
     "training": lambda v: choice("training", v, TRAININGS),
     "epsilon": parse_epsilon,
     "layers": parse_layers,
+    "images": parse_images,
+    "attack": parse_attack,
+    "n_images": lambda v: parse_optional_int(v, "n_images"),
     "attacks": parse_attacks,
     "seed": lambda v: parse_int(v, "seed"),
     "retrain": lambda v: parse_bool(v, "retrain"),
@@ -125,16 +157,22 @@ _PARSERS = {
 }
 
 
-def resolve(**params: Any) -> SimpleNamespace:
+def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, **params: Any) -> SimpleNamespace:
     """Check and parse a notebook's parameters; returns them as attributes, plus ``settings``
-    (the chosen :class:`~interpretgan.profiles.Profile`). Raises ParameterError on the first bad one."""
+    (the chosen :class:`~interpretgan.profiles.Profile`). Raises ParameterError on the first bad one.
+    ``extra_choices`` widens a choice parameter for one notebook, e.g. ``{"training": ("both",)}``."""
     from .profiles import get_profile
 
+    extra_choices = extra_choices or {}
+    allowed = {"profile": PROFILES, "pooling": POOLINGS, "training": TRAININGS}
     out = {}
     for name, value in params.items():
         if name not in _PARSERS:
             raise ParameterError(f"unknown parameter {name!r}; known: {', '.join(_PARSERS)}")
-        out[name] = _PARSERS[name](value)
+        if name in extra_choices:
+            out[name] = choice(name, value, allowed[name] + tuple(extra_choices[name]))
+        else:
+            out[name] = _PARSERS[name](value)
     ns = SimpleNamespace(**out)
     if "profile" in out:
         ns.settings = get_profile(out["profile"])
