@@ -87,7 +87,10 @@ def parse_images(value: Any, n_test: int = 10_000) -> list[int]:
 
 def parse_attack(value: Any) -> str:
     """One attack name: fgsm, pgd<k> or mpgd<k>."""
-    names = parse_attacks(value) if value not in (None, "") else []
+    try:
+        names = parse_attacks(value) if value not in (None, "") else []
+    except ParameterError:
+        names = []
     if len(names) != 1:
         raise ParameterError(f"parameter 'attack' takes one name of the forms fgsm, pgd<k>, mpgd<k> (e.g. pgd40); "
                              f"got {value!r}")
