@@ -41,6 +41,19 @@ def learning_rate(epoch: int, lr: float, milestones: tuple[int, ...], gamma: flo
     return lr * gamma ** sum(epoch >= m for m in milestones)
 
 
+def _resume(checkpoint: str | Path | None, model: nn.Module, opt: torch.optim.Optimizer, seed: int) -> dict | None:
+    """Load a training checkpoint into ``model`` and ``opt`` and restore the RNG; returns the checkpoint
+    (its ``epoch``, ``history``, ...) or, without one, seeds the RNG with ``seed`` and returns None."""
+    if checkpoint is None or not Path(checkpoint).is_file():
+        set_seed(seed)
+        return None
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    return state
+
+
 def natural_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                  exact: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the cross-entropy of ``model(x)``, forward and backward on the fast path unless
@@ -74,16 +87,9 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     history: dict[str, list] = {k: [] for k in ("epoch", "lr", "train_loss", "train_accuracy",
                                                  "test_accuracy", "seconds", "step", "step_loss")}
-    start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location="cpu")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        history = state["history"]
-        torch.set_rng_state(state["rng"])
-        start = int(state["epoch"])
-    else:
-        set_seed(seed)
+    state = _resume(checkpoint, model, opt, seed)
+    start = int(state["epoch"]) if state else 0
+    history = state["history"] if state else history
     steps_per_epoch = train_set.n_batches(batch_size)
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
@@ -304,17 +310,11 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     keys = ("epoch", "lr", "train_loss", "natural_loss", "robust_loss", "train_accuracy", "train_robust_accuracy",
             "perturbation", "test_accuracy", "robust_accuracy", "seconds", "step", "step_loss")
     history: dict[str, list] = {k: [] for k in keys}
-    start = 0
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location="cpu")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        buffer.load_full(state["buffer"])
+    state = _resume(checkpoint, model, opt, seed)
+    start = int(state["epoch"]) if state else 0
+    if state:
         history = state["history"]
-        torch.set_rng_state(state["rng"])
-        start = int(state["epoch"])
-    else:
-        set_seed(seed)
+        buffer.load_full(state["buffer"])
     n = len(train_set)
     steps_per_epoch = train_set.n_batches(batch_size)
     for epoch in range(start, epochs):
