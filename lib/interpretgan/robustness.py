@@ -344,7 +344,7 @@ def describe_masking(checks: dict[str, Any]) -> str:
             f"{pool}: white-box {pgd} {r['white_box']:.2%}; transferred from the other model {r['transfer']:.2%} "
             f"({'weaker than white-box, as expected without masking' if r['transfer'] >= r['white_box'] else 'STRONGER than white-box: a sign of gradient masking'}); "
             f"APGD-CE {r['apgd_ce']:.2%}, APGD-DLR {r['apgd_dlr']:.2%} "
-            f"({(r['white_box'] - strongest) * 100:+.2f} points below {pgd}); worst case over every attack {r['worst_case']:.2%}.")
+            f"({(r['white_box'] - strongest) * 100:.2f} points below {pgd}); worst case over every attack {r['worst_case']:.2%}.")
     gap = (s["avg"]["worst_case"] - s["max"]["worst_case"]) * 100
     lines.append(f"Worst-case robust accuracy, avg - max: {gap:+.2f} points on {checks['n_images']:,} images "
                  f"({'avg stays ahead' if gap > 0 else 'avg is not ahead'} once every attack is counted).")
