@@ -54,6 +54,18 @@ def _resume(checkpoint: str | Path | None, model: nn.Module, opt: torch.optim.Op
     return state
 
 
+def _record_loss(history: dict, window: list, value: float, step: int, last: bool, bar) -> list:
+    """Add ``value`` to the running ``window``; every ``LOSS_EVERY`` steps (and at an epoch's ``last``
+    step) record its mean as ``history["step_loss"]`` at ``step`` and show it on ``bar``. Returns the window."""
+    window.append(value)
+    if len(window) == LOSS_EVERY or last:
+        history["step"].append(step)
+        history["step_loss"].append(sum(window) / len(window))
+        bar.set_postfix(loss=f"{history['step_loss'][-1]:.3f}")
+        return []
+    return window
+
+
 def natural_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                  exact: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimiser step on the cross-entropy of ``model(x)``, forward and backward on the fast path unless
@@ -109,12 +121,7 @@ def train_natural(model: nn.Module, train_set, test_set, *, epochs: int, lr: flo
             total_loss += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            window.append(value)
-            if len(window) == LOSS_EVERY or k == steps_per_epoch - 1:
-                history["step"].append(epoch * steps_per_epoch + k + 1)
-                history["step_loss"].append(sum(window) / len(window))
-                bar.set_postfix(loss=f"{history['step_loss'][-1]:.3f}")
-                window = []
+            window = _record_loss(history, window, value, epoch * steps_per_epoch + k + 1, k == steps_per_epoch - 1, bar)
         test_acc = accuracy(model, test_set, device=device, exact=exact)
         for key, value in (("epoch", epoch + 1), ("lr", rate), ("train_loss", total_loss / seen),
                            ("train_accuracy", correct / seen), ("test_accuracy", test_acc),
@@ -365,12 +372,7 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
             value = step_sums[0].item() / max(len(idx), 1)
             if not math.isfinite(value):
                 raise FloatingPointError(f"ATTA loss became {value} at epoch {epoch + 1}, step {k}")
-            window.append(value)
-            if len(window) == LOSS_EVERY or k == steps_per_epoch - 1:
-                history["step"].append(epoch * steps_per_epoch + k + 1)
-                history["step_loss"].append(sum(window) / len(window))
-                bar.set_postfix(loss=f"{history['step_loss'][-1]:.3f}")
-                window = []
+            window = _record_loss(history, window, value, epoch * steps_per_epoch + k + 1, k == steps_per_epoch - 1, bar)
         totals = [v / n for v in _all_sum(sums.tolist(), device)]
         model.eval()
         test_acc = _sharded_accuracy(model, test_set, device, exact)
