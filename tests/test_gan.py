@@ -144,3 +144,28 @@ def test_the_interpretability_term_makes_explanations_classifiable(weak_model, t
         expl, _ = gan.fit_layer(weak_model, "fc3", tr, s, progress=False, exact=True)
         acc[lam] = gan.explanation_accuracy(weak_model, expl, te, exact=True)
     assert acc[1.0] > acc[0.0] + 0.2 and acc[0.0] < 0.3
+
+
+def test_codes_are_standardised_in_training_and_per_image_when_explaining():
+    """C's code is standardised over the batch while fitting (no collapse to one code); in eval mode it uses
+    the running statistics, so an image's explanation does not depend on the other images in its batch."""
+    torch.manual_seed(0)
+    c = gan.CompressionNet((32, 14, 14), code_dim=16)
+    lat = torch.relu(torch.randn(64, 32, 14, 14)) + 3.0  # a large shared offset, as after a ReLU
+    code = c(lat)
+    torch.testing.assert_close(code.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+    var = code.var(0, unbiased=False)  # v / (v + 1e-5): BatchNorm's epsilon keeps it a little under 1
+    assert bool(((var > 0.9) & (var <= 1.0)).all())
+    c.eval()
+    torch.testing.assert_close(c(lat[5:6]), c(lat)[5:6])
+
+
+def test_ema_moves_weights_and_copies_the_running_statistics():
+    torch.manual_seed(0)
+    c, e = gan.CompressionNet((10,), 4), gan.CompressionNet((10,), 4)
+    c(torch.randn(32, 10) * 5 + 2)  # updates c's running statistics
+    w_before = e.net[-1].weight.clone()
+    gan._ema_update(e, c, 0.9)
+    torch.testing.assert_close(e.net[-1].weight, 0.9 * w_before + 0.1 * c.net[-1].weight)
+    torch.testing.assert_close(e.standardise.running_mean, c.standardise.running_mean)
+    torch.testing.assert_close(e.standardise.running_var, c.standardise.running_var)

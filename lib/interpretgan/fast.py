@@ -117,10 +117,11 @@ def set_threads() -> int:
 
 def inference_batch_size(device: str | torch.device, image_numel: int = 1024) -> int:
     """Batch size for evaluation and attacks: large on a GPU (fills it), moderate on a CPU (fits in
-    cache); ``image_numel`` is C*H*W of one image. Training keeps the paper's batch sizes."""
+    cache: on the 2-core development machine PGD on the MNIST model runs 1.3x faster at 125 images than at
+    250); ``image_numel`` is C*H*W of one image. Training keeps the paper's batch sizes."""
     if torch.device(device).type == "cuda":
         return max(256, 4_000_000 // image_numel)
-    return max(64, 256_000 // image_numel)
+    return max(64, 128_000 // image_numel)
 
 
 def describe(device: str | torch.device, exact: bool | None = None) -> dict[str, Any]:

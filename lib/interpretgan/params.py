@@ -155,6 +155,7 @@ _PARSERS = {
     "attacks": parse_attacks,
     "seed": lambda v: parse_int(v, "seed"),
     "retrain": lambda v: parse_bool(v, "retrain"),
+    "baselines": lambda v: parse_bool(v, "baselines"),
     "exact": parse_exact,
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
 }

@@ -105,14 +105,16 @@ def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Itera
     attacks, keep = [str(a).lower() for a in attacks], sorted(keep)
     dataset = info["settings"].get("dataset", "mnist32").replace("mnist32", "mnist")
     exact = info["settings"]["exact"]
+    batch_size = _batch_size(kwargs.pop("batch_size", None), kwargs.get("device") or next(model.parameters()).device,
+                             test)  # the random starts are drawn per batch
     settings = {"kind": "evaluation", "classifier": info["key"], "attacks": attacks, "eps": parse_epsilon(eps),
                 "alpha": kwargs.get("alpha"), "dataset": dataset, "test": test.name, "n": len(test),
-                "indices_sum": int(test.indices.sum()), "keep": keep, "seed": seed, "exact": exact}
+                "indices_sum": int(test.indices.sum()), "keep": keep, "seed": seed, "exact": exact, "batch_size": batch_size}
     f = cache.entry("evaluations", settings) / "evaluation.pt"
     if f.is_file():
         return Evaluation(**cache.load_checkpoint(f))
     ev = evaluate(model, test, attacks, eps, dataset=dataset, keep=keep, exact=exact, seed=seed, progress=progress,
-                  **kwargs)
+                  batch_size=batch_size, **kwargs)
     cache.save_checkpoint({"clean": ev.clean, "robust": ev.robust, "correct": ev.correct,
                            "adversarial": ev.adversarial}, f)
     return ev

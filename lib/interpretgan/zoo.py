@@ -227,7 +227,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
         gan_settings = dataclasses.replace(gan_settings, interpretability=float(interpretability),
                                            images=p.ablation_images)
     clf = classifier_settings(profile, pooling, training, classifier_seed, exact)
-    return {"kind": "explainer", "version": 1, "classifier": cache.settings_key(clf), "layer": layer,
+    return {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
             "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
 
 
