@@ -114,3 +114,32 @@ def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeyp
     failed = [i for i, c in enumerate(code_cells) if any(o.get("output_type") == "error" for o in c.outputs)]
     assert failed == [2]
     assert not artifacts.exists() or not any(artifacts.rglob("*"))
+
+
+def test_04_visualize_smoke_glues_figure_3_labels(tmp_path):
+    labels = run("04_visualize", tmp_path, images="3, 5")["figure3_labels"]
+    assert set(labels) == {"natural", "atta"}
+    for t in labels:
+        assert set(labels[t]) == {"3", "5"}
+        for kind in ("natural", "adversarial"):
+            assert set(labels[t]["3"][kind]) == {"conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"}
+            assert all(0 <= v <= 9 for v in labels[t]["3"][kind].values())
+
+
+def test_05_diagnose_users_command_with_avg_pooling(tmp_path):
+    """The user's own command, from notebooks/: `papermill 05_diagnose.ipynb -p pooling avg` (smoke profile)."""
+    out = tmp_path / "05.ipynb"
+    cmd = [sys.executable, "-m", "papermill", "05_diagnose.ipynb", str(out), "-k", KERNEL, "-p", "pooling", "avg",
+           "-p", "profile", "smoke"]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=NB)
+    scraps = sb.read_notebook(str(out)).scraps.data_dict
+    layers = ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"]
+    for t in ("natural", "atta"):
+        acc, vul = scraps["acc"][t], scraps["vul"][t]
+        assert set(acc) == set(vul) == set(layers)
+        assert sum(vul.values()) == pytest.approx(1 - acc["fc3"], abs=1e-3)  # equation 5 telescopes
+        assert vul["conv1"] == pytest.approx(1 - acc["conv1"], abs=1e-4)
+        for layer in layers:
+            lo, hi = scraps["ci"][t][layer]["acc"]
+            assert lo <= acc[layer] <= hi
+    assert "does not apply" in scraps["maxpool_index_change"]
