@@ -140,7 +140,7 @@ def test_the_interpretability_term_makes_explanations_classifiable(weak_model, t
     tr, te = train_set.subset(3000, seed=4), test_set.subset(300)
     acc = {}
     for lam in (1.0, 0.0):
-        s = dataclasses.replace(TINY, images=(512, 512, 512, 1024), interpretability=lam)
+        s = dataclasses.replace(TINY, images=(256, 256, 512, 1536), interpretability=lam)
         expl, _ = gan.fit_layer(weak_model, "fc3", tr, s, progress=False, exact=True)
         acc[lam] = gan.explanation_accuracy(weak_model, expl, te, exact=True)
     assert acc[1.0] > acc[0.0] + 0.2 and acc[0.0] < 0.3

@@ -143,3 +143,13 @@ def test_05_diagnose_users_command_with_avg_pooling(tmp_path):
             lo, hi = scraps["ci"][t][layer]["acc"]
             assert lo <= acc[layer] <= hi
     assert "does not apply" in scraps["maxpool_index_change"]
+
+
+def test_committed_notebooks_carry_no_injected_parameters_cell():
+    """The committed notebooks show a default-profile run, but nbval must re-run them at the test profile:
+    an injected ``profile = "default"`` cell (papermill's, tagged injected-parameters) would override it."""
+    for path in sorted(NB.glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
+        assert "injected-parameters" not in tags, path.name
+        assert tags.count("parameters") == 1, path.name
