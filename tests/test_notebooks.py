@@ -24,6 +24,15 @@ def run(name, out_dir, **params):
     return sb.read_notebook(str(out)).scraps.data_dict
 
 
+def run_cli(name, out, **params):
+    """The user's own command line, from notebooks/: `papermill <name>.ipynb <out> -p k v ...`; returns the scraps."""
+    cmd = [sys.executable, "-m", "papermill", f"{name}.ipynb", str(out), "-k", KERNEL]
+    for k, v in params.items():
+        cmd += ["-p", k, str(v)]
+    subprocess.run(cmd, check=True, capture_output=True, cwd=NB)
+    return sb.read_notebook(str(out)).scraps.data_dict
+
+
 def test_01_train_smoke_glues_test_accuracy(tmp_path):
     scraps = run("01_train", tmp_path)
     assert 0.8 <= scraps["test_accuracy"] <= 1.0
@@ -81,11 +90,8 @@ def test_02_attack_smoke_glues_robust_accuracy_per_attack(tmp_path):
 
 def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
     """The user's command line: `-p epsilon 8/255` arrives as a string and is parsed."""
-    out = tmp_path / "02.ipynb"
-    cmd = [sys.executable, "-m", "papermill", str(NB / "02_attack.ipynb"), str(out), "-k", KERNEL,
-           "-p", "profile", "smoke", "-p", "epsilon", "8/255", "-p", "attacks", "fgsm,pgd10", "--cwd", str(NB)]
-    subprocess.run(cmd, check=True, capture_output=True)
-    robust = sb.read_notebook(str(out)).scraps["robust_accuracy"].data
+    robust = run_cli("02_attack", tmp_path / "02.ipynb", profile="smoke", epsilon="8/255",
+                     attacks="fgsm,pgd10")["robust_accuracy"]
     assert set(robust) == {"fgsm", "pgd10"}
     # at 8/255 a ~90% model keeps most digits; at 0.3 it keeps almost none
     assert robust["fgsm"] > 0.5
@@ -128,11 +134,7 @@ def test_04_visualize_smoke_glues_figure_3_labels(tmp_path):
 
 def test_05_diagnose_users_command_with_avg_pooling(tmp_path):
     """The user's own command, from notebooks/: `papermill 05_diagnose.ipynb -p pooling avg` (smoke profile)."""
-    out = tmp_path / "05.ipynb"
-    cmd = [sys.executable, "-m", "papermill", "05_diagnose.ipynb", str(out), "-k", KERNEL, "-p", "pooling", "avg",
-           "-p", "profile", "smoke"]
-    subprocess.run(cmd, check=True, capture_output=True, cwd=NB)
-    scraps = sb.read_notebook(str(out)).scraps.data_dict
+    scraps = run_cli("05_diagnose", tmp_path / "05.ipynb", pooling="avg", profile="smoke")
     layers = ["conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"]
     for t in ("natural", "atta"):
         acc, vul = scraps["acc"][t], scraps["vul"][t]
