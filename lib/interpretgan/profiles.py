@@ -124,7 +124,7 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, n_cifar_test=256, cifar_seeds=(0, 1),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=128, cifar_seeds=(0, 1),
                        gan=_gan(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(6_000, 6_000, 12_000, 24_000), ema=0.99, checkpoint_every=6_000),
                        ablation_images=(3_000, 3_000, 6_000, 12_000), inverter_images=(3_000, 3_000, 6_000, 12_000),
@@ -133,8 +133,10 @@ PROFILES = {
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
                               "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "
                               "60 epochs, x0.1 after 55); 3 seeds per pooling",
+                              "gradient-masking checks: APGD-CE and APGD-DLR with 50 iterations (AutoAttack's 100 at "
+                              "the paper profile) on 1,000 test digits",
                               "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 10,000 training "
-                              "images, 8 epochs, 2 seeds, 500 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
+                              "images, 8 epochs, 2 seeds, 128 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
                      notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",
                             "ATTA-1 + TRADES with the authors' settings (MNIST 60 epochs; CIFAR-10 VGG16 and "
