@@ -105,9 +105,14 @@ def test_hooked_latent_equals_forward_to(weak_model, test_set):
                                    weak_model.forward_to(x, layer))
 
 
-def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_set, test_set, tmp_path, monkeypatch):
+@pytest.mark.parametrize("gp_every", [1, 3])
+def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_set, test_set, tmp_path, monkeypatch,
+                                                               gp_every):
+    import dataclasses
+
+    settings = dataclasses.replace(TINY, gp_every=gp_every)
     tr = train_set.subset(600, seed=3)
-    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True)
+    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, progress=False, exact=True)
     real_save, calls = gan.save_checkpoint, []
 
     def save_then_die(obj, path):  # the process is killed right after its first checkpoint
@@ -118,16 +123,17 @@ def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_
     monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
     ckpt = tmp_path / "gan.pt"
     with pytest.raises(KeyboardInterrupt):
-        gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, progress=False, exact=True)
+        gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, checkpoint=ckpt, progress=False, exact=True)
     monkeypatch.setattr(gan, "save_checkpoint", real_save)
     assert calls == [256]  # the end of the first scale
-    resumed, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
+    resumed, hist = gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
                                   progress=False, exact=True)
     for a, b in zip(gan.explainer_state(ref).values(), gan.explainer_state(resumed).values()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
     assert hist["loss_d"] == pytest.approx(ref_hist["loss_d"], rel=1e-4)
+    assert hist["gp"] == pytest.approx(ref_hist["gp"], rel=1e-4)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"images{k:08d}.png" for k in (512, 768, 1024, 1280)]
-    rebuilt = gan.build_explainer(weak_model, "fc1", TINY, gan.explainer_state(resumed))
+    rebuilt = gan.build_explainer(weak_model, "fc1", settings, gan.explainer_state(resumed))
     x, _ = test_set.subset(8).tensors()
     torch.testing.assert_close(rebuilt(x, exact=True), resumed(x, exact=True))
 
@@ -169,3 +175,30 @@ def test_ema_moves_weights_and_copies_the_running_statistics():
     torch.testing.assert_close(e.net[-1].weight, 0.9 * w_before + 0.1 * c.net[-1].weight)
     torch.testing.assert_close(e.standardise.running_mean, c.standardise.running_mean)
     torch.testing.assert_close(e.standardise.running_var, c.standardise.running_var)
+
+
+def test_lazy_gradient_penalty_keeps_its_average_weight():
+    """gp_every = k computes the penalty on steps 0, k, 2k, ... with weight k * gp_weight: over any k steps it
+    weighs what k plain WGAN-GP steps do."""
+    import dataclasses
+
+    plain, lazy = TINY, dataclasses.replace(TINY, gp_every=4)
+    assert [gan.penalty_weight(plain, s) for s in range(4)] == [10.0] * 4
+    assert [gan.penalty_weight(lazy, s) for s in range(8)] == [40.0, 0, 0, 0, 40.0, 0, 0, 0]
+
+
+def test_lazy_fit_computes_the_penalty_on_every_kth_critic_step(weak_model, train_set, monkeypatch):
+    import dataclasses
+
+    calls = []
+    real_gp = gan.gradient_penalty
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real_gp(*args, **kwargs)
+
+    monkeypatch.setattr(gan, "gradient_penalty", counted)
+    settings = dataclasses.replace(TINY, gp_every=4)  # 1,280 images in batches of 32: 40 critic steps
+    _, hist = gan.fit_layer(weak_model, "fc3", train_set.subset(600, seed=3), settings, progress=False, exact=True)
+    assert len(calls) == 10
+    assert all(np.isfinite(hist["gp"])) and all(np.isfinite(hist["loss_d"]))
