@@ -81,3 +81,17 @@ def test_shipped_atta_max_model_keeps_85_percent_under_pgd40(test_set):
     torch.manual_seed(0)
     r = run_attack(model, PGD(0.3, 0.01, 40, exact=settings["exact"]), test_set.subset(1000), progress=False)
     assert r.robust_accuracy >= 0.85 and r.clean_accuracy >= 0.95
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+@pytest.mark.parametrize("training", ["natural", "atta"])
+def test_default_generators_ship_under_their_current_keys(pooling, training):
+    """Every layer's default InterpretGAN generator ships for both trainings and poolings, under the key of the
+    current settings (a change of the GAN settings without refitting would leave them unused)."""
+    from interpretgan.models import LAYERS
+
+    for layer in LAYERS:
+        settings = zoo.explainer_settings("default", pooling, training, layer, exact=False)
+        f = cache.shipped(cache.settings_key(settings))
+        assert f is not None, f"no shipped generator for {pooling} {training} {layer} under the current settings"
+        assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}.safetensors"
