@@ -1,4 +1,6 @@
 """InterpretGAN: Table 4's compression networks, the progressive blocks, the losses, fitting and resume."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -108,8 +110,6 @@ def test_hooked_latent_equals_forward_to(weak_model, test_set):
 @pytest.mark.parametrize("gp_every", [1, 3])
 def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_set, test_set, tmp_path, monkeypatch,
                                                                gp_every):
-    import dataclasses
-
     settings = dataclasses.replace(TINY, gp_every=gp_every)
     tr = train_set.subset(600, seed=3)
     ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, progress=False, exact=True)
@@ -141,8 +141,6 @@ def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_
 def test_the_interpretability_term_makes_explanations_classifiable(weak_model, train_set, test_set):
     """Same fit with lambda 1 and lambda 0 on the logits layer: only lambda 1 gives explanations that f
     labels like the images they explain (lambda 0 is a GAN that ignores what f needs)."""
-    import dataclasses
-
     tr, te = train_set.subset(3000, seed=4), test_set.subset(300)
     acc = {}
     for lam in (1.0, 0.0):
@@ -180,16 +178,12 @@ def test_ema_moves_weights_and_copies_the_running_statistics():
 def test_lazy_gradient_penalty_keeps_its_average_weight():
     """gp_every = k computes the penalty on steps 0, k, 2k, ... with weight k * gp_weight: over any k steps it
     weighs what k plain WGAN-GP steps do."""
-    import dataclasses
-
     plain, lazy = TINY, dataclasses.replace(TINY, gp_every=4)
     assert [gan.penalty_weight(plain, s) for s in range(4)] == [10.0] * 4
     assert [gan.penalty_weight(lazy, s) for s in range(8)] == [40.0, 0, 0, 0, 40.0, 0, 0, 0]
 
 
 def test_lazy_fit_computes_the_penalty_on_every_kth_critic_step(weak_model, train_set, monkeypatch):
-    import dataclasses
-
     calls = []
     real_gp = gan.gradient_penalty
 
