@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from interpretgan.diagnosis import maxpool_index_change, order_layers, sum_check, vulnerability, vulnerable_layers
+from interpretgan.diagnosis import (adversarial_class_share, attack_share, maxpool_index_change, order_layers,
+                                    panel_correctness, random_sign_noise, sum_check, vulnerability, vulnerable_layers)
 
 
 def test_vulnerability_by_hand():
@@ -120,3 +121,48 @@ def test_diagnose_any_model(train_set, test_set, tmp_path):
     again = diagnose(net, ["stage1.act", "stage2", "head"], PGD(0.2, 0.05, 5), test_set.subset(100),
                      train_set.subset(1000), settings, folder=tmp_path, progress=False, exact=True)
     pd.testing.assert_frame_equal(again.table, d.table)
+    # the noise control on the same digits, and the attack's share of each layer's vulnerability
+    assert list(d.noise.index) == list(d.table.index) and sum_check(d.noise) == pytest.approx(0.0, abs=1e-9)
+    torch.testing.assert_close(torch.tensor(d.attack_share["share"].values),
+                               torch.tensor((d.table["vul"] - d.noise["vul"]).values), rtol=0, atol=1e-12)
+    # with judges, the panel reads the same explanations; a panel of f alone reproduces f's table
+    torch.manual_seed(5)
+    with_f = diagnose(net, ["stage1.act", "stage2", "head"], PGD(0.2, 0.05, 5), test_set.subset(100),
+                      train_set.subset(1000), settings, folder=tmp_path, progress=False, exact=True, judges={"f": net})
+    pd.testing.assert_frame_equal(with_f.panel, with_f.table, check_dtype=False)
+
+
+def test_random_sign_noise_has_the_attack_size():
+    x = torch.full((2, 1, 8, 8), 0.5)
+    n = random_sign_noise(x, 0.3, seed=1)
+    assert torch.allclose((n - x).abs(), torch.full_like(x, 0.3))  # every pixel moves by exactly eps ...
+    assert 0.3 < (n > x).double().mean() < 0.7                     # ... up or down at random
+    assert torch.equal(n, random_sign_noise(x, 0.3, seed=1)) and not torch.equal(n, random_sign_noise(x, 0.3, seed=2))
+    edge = random_sign_noise(torch.zeros(1, 1, 4, 4), 0.3)
+    assert edge.min() >= 0 and set(edge.unique().tolist()) <= {0.0, 0.30000001192092896}  # clipped to [0, 1]
+
+
+def test_attack_share_by_hand():
+    attack = {"a": torch.tensor([1, 0, 0, 0], dtype=torch.bool), "b": torch.tensor([1, 0, 0, 0], dtype=torch.bool)}
+    noise = {"a": torch.tensor([1, 1, 1, 0], dtype=torch.bool), "b": torch.tensor([1, 1, 0, 0], dtype=torch.bool)}
+    t = attack_share(attack, noise, n_resamples=500)
+    # Vul under attack: a 0.75, b 0; under noise: a 0.25, b 0.25 -> shares 0.5 and -0.25
+    assert t["share"].tolist() == pytest.approx([0.5, -0.25])
+    assert (t["share_low"] <= t["share"]).all() and (t["share"] <= t["share_high"]).all()
+    assert t["share"].sum() == pytest.approx((1 - 0.25) - (1 - 0.5))  # shares sum to the difference in 1 - Acc_last
+
+
+def test_panel_and_adversarial_class_shares_by_hand():
+    labels = torch.tensor([0, 1, 2, 3])
+    adv = torch.tensor([5, 1, 7, 8])  # the attack fooled f on images 0, 2, 3 (adversarial classes 5, 7, 8)
+    reads = {"f": {"l": torch.tensor([5, 1, 7, 3])},
+             "j1": {"l": torch.tensor([0, 1, 7, 3])},
+             "j2": {"l": torch.tensor([0, 1, 2, 8])}}
+    panel = panel_correctness(reads, labels, ["j1", "j2"])
+    assert panel["l"].tolist() == pytest.approx([1.0, 1.0, 0.5, 0.5])
+    t = adversarial_class_share(reads, labels, adv, ["j1", "j2"])
+    assert t.attrs["n_fooled"] == 3
+    row = t.loc["l"]
+    assert row["f"] == pytest.approx(2 / 3) and row["j1"] == pytest.approx(1 / 3) and row["j2"] == pytest.approx(1 / 3)
+    assert row["panel"] == pytest.approx(1 / 3)
+    assert row["true class (f)"] == pytest.approx(1 / 3) and row["true class (panel)"] == pytest.approx(2 / 3)

@@ -75,15 +75,6 @@ def test_interpretability_loss_is_the_soft_label_cross_entropy(weak_model, test_
     torch.testing.assert_close(gan.interpretability_loss(weak_model, x, p, exact=True), entropy)
 
 
-def test_frechet_distance_known_answers():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(20_000, 3))
-    assert gan.frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
-    b = rng.normal(size=(20_000, 3)) * np.array([1.0, 2.0, 0.5]) + np.array([1.0, 0.0, 0.0])
-    # for diagonal covariances: |mu_a - mu_b|^2 + sum (sigma_a - sigma_b)^2 = 1 + 0 + 1 + 0.25
-    assert gan.frechet_distance(a, b) == pytest.approx(2.25, rel=0.03)
-
-
 def test_phase_schedule():
     s = gan.GANSettings(images=(100, 200, 200, 400))
     assert gan.phase_at(s, 0) == (0, 1.0) and gan.phase_at(s, 99) == (0, 1.0)

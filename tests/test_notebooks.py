@@ -70,6 +70,15 @@ def test_03_fit_interpretgan_smoke_glues_every_layer(tmp_path):
     assert all(0 <= v <= 1 for v in scraps["explanation_accuracy"].values())
     assert all(v > 0 for v in scraps["frechet"].values())
     assert set(scraps["explanation_accuracy_lambda0"]) == {"conv2", "fc2"}
+    # the panel: every judge reads every layer; the glued panel mean is the mean of the judges
+    panel = scraps["explanation_accuracy_panel"]
+    assert set(panel) == {"lenet", "mlp", "resnet", "robust"}
+    for layer in layers:
+        mean = sum(panel[j][layer] for j in panel) / len(panel)
+        assert scraps["explanation_accuracy_independent"][layer] == pytest.approx(mean, abs=1e-3)
+        assert 0 <= scraps["class_mean_share"][layer] <= 1 and scraps["same_label_distance"][layer] > 0
+    assert set(scraps["frechet_panel"]) == set(panel)
+    assert 0.1 < scraps["real_digits"]["class-mean share"] < 0.4  # real digits are not templates
 
 
 def test_03_refuses_a_layer_the_model_lacks_and_names_its_layers(tmp_path):
@@ -145,6 +154,13 @@ def test_05_diagnose_users_command_with_avg_pooling(tmp_path):
             lo, hi = scraps["ci"][t][layer]["acc"]
             assert lo <= acc[layer] <= hi
     assert "does not apply" in scraps["maxpool_index_change"]
+    for t in ("natural", "atta"):
+        # the noise control and the attack's share: share = Vul_i(attack) - Vul_i(noise), layer by layer
+        for layer in layers:
+            assert scraps["attack_share"][t][layer] == pytest.approx(
+                scraps["vul"][t][layer] - scraps["vul_noise"][t][layer], abs=2e-4)
+            assert 0 <= scraps["acc_panel"][t][layer] <= 1 and 0 <= scraps["acc_noise"][t][layer] <= 1
+        assert set(scraps["adversarial_class"][t]) == {"f", "panel"}
 
 
 def test_committed_notebooks_carry_no_injected_parameters_cell():

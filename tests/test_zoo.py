@@ -95,3 +95,19 @@ def test_default_generators_ship_under_their_current_keys(pooling, training):
         f = cache.shipped(cache.settings_key(settings))
         assert f is not None, f"no shipped generator for {pooling} {training} {layer} under the current settings"
         assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}.safetensors"
+
+
+def test_smoke_judges_are_trained_then_cached_with_their_trained_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    panel = zoo.judges("smoke", progress=False)
+    assert list(panel) == list(zoo.JUDGES)
+    assert len({info["key"] for _, info in panel.values()}) == len(zoo.JUDGES)
+    assert {info["settings"]["arch"] for _, info in panel.values()} == {"lenet", "mlp", "resnet"}
+    assert panel["robust"][1]["settings"]["training"] == "atta" and 0 <= panel["robust"][1]["robust_accuracy"] <= 1
+    for name, (model, info) in panel.items():
+        # the weights kept are the trained ones: accuracy now equals the last epoch's (same test digits)
+        assert info["source"] == "trained"
+        assert info["test_accuracy"] == pytest.approx(info["history"]["test_accuracy"][-1], abs=0.01), name
+        again, info2 = zoo.judge("smoke", name, progress=False)
+        assert info2["source"] == "cache" and info2["test_accuracy"] == info["test_accuracy"]
+    assert min(info["test_accuracy"] for name, (_, info) in panel.items() if name != "robust") > 0.8

@@ -9,11 +9,14 @@ by side in one run, on the CPU and (when present) on a CUDA GPU:
   fast path, with the ratios and the fraction of the measured peak (the larger of matmul and conv, in
   the loop's precision) each reaches;
 - natural training images/s at the paper's batch 128: plain fp32 and the fast path;
+- InterpretGAN training images/s (one step: f, G(C(l)), critic and generator updates, the lazy gradient
+  penalty as often as it runs) at 32x32 for conv1 at the default widths and batch: fp32 and the fast path;
 - the science at full scale (CPU only, unless ``--skip-science``): robust accuracy under PGD-40 and
   FGSM on all 10,000 test digits, fast against fp32, on the default profile's natural model, each at
   an epsilon where it lies between 20% and 80%; and the test accuracy of that model trained on the fast
   path against the same model trained in fp32 (trained once through the artifact cache, ~8 minutes
-  the first time).
+  the first time); and one InterpretGAN layer (fc3) fitted on the default schedule both ways, with the
+  share of 2,000 test digits whose explanation f labels right (about 3 + 5 minutes the first time).
 
 It writes the table to ``<artifacts>/bench.json``.
 """
@@ -26,15 +29,18 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from . import fast, paths
+from . import fast, gan, paths
 from .attacks import PGD, FGSM, run_attack
 from .cache import write_json
 from .models import SmallCNN
+from .profiles import get_profile
 from .training import natural_step
 
 PGD_BATCH, TRAIN_BATCH = 256, 128
+GAN_LAYER = "conv1"  # the layer with the largest compression network (Table 4)
 
 
 def _sync(device: torch.device) -> None:
@@ -124,6 +130,59 @@ def train_speed(device: torch.device) -> dict[str, float]:
     return res
 
 
+class _DispatchFlops(TorchDispatchMode):
+    """Counts FLOPs with torch's own formulas (``flop_registry``) at the dispatcher, below autograd, so
+    double backward (the gradient penalty) is counted too."""
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is not None:
+            self.total += formula(*args, **kwargs, out_val=out)
+        return out
+
+
+def _gan_setup(device: torch.device, exact: bool, layer: str = GAN_LAYER):
+    """The paper's MNIST model (frozen), a batch and fresh InterpretGAN nets at the default widths for ``layer``."""
+    settings = get_profile("default").gan
+    model = gan.freeze(fast.prepare(SmallCNN().to(device).eval(), exact))
+    x, _ = _random_batch(settings.batch_size, device)
+    x = fast.to_memory_format(x, exact)
+    shape = tuple(gan.latent_of(model, x[:1], layer).shape[1:])
+    return settings, model, x, gan._build_nets(shape, 1, settings, device, exact)
+
+
+def gan_step_flops(layer: str = GAN_LAYER) -> float:
+    """FLOPs per image of InterpretGAN's training step at 32x32 (default widths, ``layer``), averaged over
+    ``gp_every`` steps so that the lazy gradient penalty counts as often as it runs."""
+    settings, model, x, nets = _gan_setup(torch.device("cpu"), True, layer)
+    with _DispatchFlops() as counter:  # FlopCounterMode's module hooks refuse the penalty's double backward
+        for step in range(settings.gp_every):
+            gan.train_step(nets, model, x, layer, 3, 1.0, settings, step, exact=True)
+    return counter.total / (settings.gp_every * len(x))
+
+
+def gan_speed(device: torch.device, layer: str = GAN_LAYER) -> dict[str, float]:
+    """InterpretGAN training images/s at 32x32 (the scale where the default schedule spends 70% of its
+    images) for ``layer`` at the default widths and batch: plain fp32 and the fast path. One timed call
+    is ``gp_every`` steps, so the lazy gradient penalty is included as often as it runs."""
+    res = {}
+    for tag, exact in (("fp32", True), ("fast", False)):
+        settings, model, x, nets = _gan_setup(device, exact, layer)
+
+        def steps() -> None:
+            for step in range(settings.gp_every):
+                gan.train_step(nets, model, x, layer, 3, 1.0, settings, step, exact)
+
+        res[tag] = settings.gp_every * len(x) / timed(steps, device, min_seconds=6, warmup=1)
+    return res
+
+
 def science(progress: bool = True) -> dict:
     """Fast path against fp32 at full scale, on the CPU: robust accuracy (PGD-40, FGSM, all 10,000 test
     digits) of the default natural max-pool model, and the test accuracy of that model trained both ways."""
@@ -160,6 +219,39 @@ def science(progress: bool = True) -> dict:
     return out
 
 
+GAN_SCIENCE_LAYER = "fc3"  # the cheapest layer to fit (its compression network is one FC layer)
+
+
+def gan_science(progress: bool = True) -> dict:
+    """Fast path against fp32 for InterpretGAN: the default profile's generator for ``GAN_SCIENCE_LAYER`` of the
+    natural max-pool model fitted both ways (same seed; resumable, kept under ``<artifacts>/bench/``), and the
+    share of 2,000 test digits whose explanation f labels right, each way."""
+    from . import cache, zoo
+    from .data import mnist32
+
+    settings = get_profile("default").gan
+    test = mnist32("test").subset(2_000, seed=3)
+    train = mnist32("train").subset(settings.n_train, seed=0)
+    out = {"layer": GAN_SCIENCE_LAYER, "n_images": len(test), "images": list(settings.images)}
+    for tag, exact in (("fast", False), ("fp32", True)):
+        model, _ = zoo.classifier("default", "max", exact=exact, device="cpu", progress=progress)
+        folder = paths.artifacts_root() / "bench" / f"interpretgan-{GAN_SCIENCE_LAYER}-{tag}"
+        final = folder / "explainer.safetensors"
+        if final.is_file():
+            expl = gan.build_explainer(model, GAN_SCIENCE_LAYER, settings, cache.load_weights(final))
+            seconds = cache.load_checkpoint(folder / "history.pt")["seconds"][-1]
+        else:
+            expl, history = gan.fit_layer(model, GAN_SCIENCE_LAYER, train, settings, checkpoint=folder / "checkpoint.pt",
+                                          progress=progress, exact=exact)
+            cache.save_checkpoint(history, folder / "history.pt")
+            cache.save_weights(gan.explainer_state(expl), final)
+            seconds = history["seconds"][-1]
+        out[f"accuracy_{tag}"] = gan.explanation_accuracy(model, expl, test, exact=exact)
+        out[f"minutes_{tag}"] = round(seconds / 60, 2)
+    out["difference_points"] = round(100 * (out["accuracy_fast"] - out["accuracy_fp32"]), 2)
+    return out
+
+
 def table(record: dict) -> str:
     """The bench record as a plain-text table."""
     lines = [f"machine: {record['machine']['cores']} cores, {record['machine']['cpu']}, torch {record['machine']['torch']}, "
@@ -169,15 +261,18 @@ def table(record: dict) -> str:
         lines += ["", f"== {dev} (fast path: {r['fast_path']['precision']}, {r['fast_path']['memory_format']})",
                   "measured peak GFLOP/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in pk.items()),
                   f"{'loop':<34}{'per second':>12}{'vs fp32':>9}{'vs torchattacks':>17}{'GFLOP/s':>10}{'of peak':>9}"]
-        for loop, unit, flops, base, ref in (("pgd", "image-steps", fl["attack"], "fp32", "torchattacks"),
-                                             ("train", "images", fl["train"], "fp32", None)):
+        loops = [("pgd", "PGD-40", "image-steps", fl["attack"], "torchattacks"),
+                 ("train", "training", "images", fl["train"], None)]
+        if "gan_per_second" in r:
+            loops.append(("gan", f"InterpretGAN {GAN_LAYER}", "images", fl["gan"], None))
+        for loop, label, unit, flops, ref in loops:
             for tag, v in r[f"{loop}_per_second"].items():
                 prec = "fp32" if tag != "fast" or "fp32" in r["fast_path"]["precision"] else "bf16"
                 peak = max(pk[f"matmul_{prec}"], pk[f"conv_{prec}"])
                 gf = v * flops / 1e9
                 vs_ref = f"{v / r[f'{loop}_per_second'][ref]:.2f}x" if ref else ""
-                lines.append(f"{(('PGD-40 ' if loop == 'pgd' else 'training ') + tag + ' (' + unit + ')'):<34}"
-                             f"{v:>12,.0f}{v / r[f'{loop}_per_second'][base]:>8.2f}x{vs_ref:>17}{gf:>10.1f}{gf / peak:>9.0%}")
+                lines.append(f"{label + ' ' + tag + ' (' + unit + ')':<34}"
+                             f"{v:>12,.0f}{v / r[f'{loop}_per_second']['fp32']:>8.2f}x{vs_ref:>17}{gf:>10.1f}{gf / peak:>9.0%}")
     if "science" in record:
         s = record["science"]
         lines += ["", f"== science at full scale ({s['model']}, {s['n_images']:,} test digits)",
@@ -187,6 +282,11 @@ def table(record: dict) -> str:
                   f"{s['fgsm_fast']:.2%} ({s['fgsm_difference_points']:+.2f} points)",
                   f"trained test accuracy:  fp32 {s['trained_test_accuracy']['fp32']:.2%}, fast "
                   f"{s['trained_test_accuracy']['fast']:.2%} ({s['trained_difference_points']:+.2f} points)"]
+    if "gan_science" in record:
+        g = record["gan_science"]
+        lines.append(f"InterpretGAN {g['layer']} explanation accuracy (f, {g['n_images']:,} digits): fp32 "
+                     f"{g['accuracy_fp32']:.2%} ({g['minutes_fp32']:.1f} min fit), fast {g['accuracy_fast']:.2%} "
+                     f"({g['minutes_fast']:.1f} min) ({g['difference_points']:+.2f} points)")
     return "\n".join(lines)
 
 
@@ -197,15 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     record = {"machine": fast.machine(), "devices": {}}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     model = SmallCNN()
-    flops = {"attack": step_flops(model, train=False), "train": step_flops(model, train=True)}
+    flops = {"attack": step_flops(model, train=False), "train": step_flops(model, train=True),
+             "gan": gan_step_flops()}
     for device in devices:
         print(f"measuring on {device} ...", flush=True)
         record["devices"][str(device)] = {
             "fast_path": fast.describe(device, exact=False), "peak_gflops": peaks(device),
             "flops_per_image_step": flops, "pgd_per_second": pgd_speed(device),
-            "train_per_second": train_speed(device)}
+            "train_per_second": train_speed(device), "gan_per_second": gan_speed(device)}
     if not args.skip_science:
         record["science"] = science()
+        record["gan_science"] = gan_science()
     write_json(paths.artifacts_root() / "bench.json", record)
     print(table(record))
     print(f"\nwritten to {paths.artifacts_root() / 'bench.json'}")

@@ -8,6 +8,11 @@ images D* (attacked white-box against the model) and a fitted InterpretGAN expla
 - ``Vul_i`` (equation 5): ``Vul_1 = 1 - Acc_1`` and ``Vul_i = Acc_{i-1} - Acc_i`` (it can be negative);
   so the ``Vul_i`` sum to ``1 - Acc_last``.
 
+Two controls beside f's own reading. The *panel* (independent judges, ``zoo.judges()``) reads the same
+explanations, so Acc_i does not rest on f alone. The *noise control* (which the paper lacks) repeats the
+diagnosis on the same digits with uniform random-sign noise of the attack's epsilon: what a layer loses
+under noise is the explainer's own fragility, and Vul_i(attack) - Vul_i(noise) is the attack's share.
+
 Intervals are 95% bootstrap confidence intervals over images (scipy.stats.bootstrap; for ``Vul_i``
 on the per-image difference, so the pairing of layers is kept).
 
@@ -22,6 +27,8 @@ Example::
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -30,23 +37,70 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fast
-from .attacks import predict
+from . import cache, gan, quality, zoo
+from .attacks import AttackResult, run_attack
+from .data import mnist32
+from .models import LAYERS
 
 
-@torch.no_grad()
 def layer_correctness(model: nn.Module, explainers: dict, images: torch.Tensor, labels: torch.Tensor,
                       batch_size: int = 250, exact: bool | None = None) -> dict[str, torch.Tensor]:
     """For each layer (in ``explainers``' order): per-image booleans, whether f labels the explanation of
     that layer for ``images`` with the true label (the ingredients of Acc_i)."""
-    device = next(model.parameters()).device
-    out = {}
-    for layer, expl in explainers.items():
-        parts = []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device)
-            parts.append(predict(model, expl(x, exact), exact).cpu() == labels[i:i + batch_size])
-        out[layer] = torch.cat(parts)
+    reads = quality.read({"f": model}, quality.explain(explainers, images, exact, batch_size), exact)
+    return {layer: pred == labels for layer, pred in reads["f"].items()}
+
+
+def random_sign_noise(x: torch.Tensor, eps: float, seed: int = 0) -> torch.Tensor:
+    """The noise control: ``x`` plus ``eps`` times independent uniform random signs per pixel, clipped to
+    [0, 1] (the same l_inf size as the attack, no gradient)."""
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, x.shape, generator=g).to(x.dtype) * 2 - 1
+    return (x + eps * signs.to(x.device)).clamp(0.0, 1.0)
+
+
+def panel_correctness(reads: dict[str, dict[str, torch.Tensor]], labels: torch.Tensor,
+                      judges: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Per layer, per image: the share of ``judges`` (names in ``reads``, see :func:`quality.read`) that
+    label the explanation with the true label (0..1; its mean over images is the panel's Acc_i)."""
+    judges = list(judges)
+    layers = reads[judges[0]]
+    return {layer: torch.stack([(reads[j][layer] == labels).double() for j in judges]).mean(0) for layer in layers}
+
+
+def attack_share(correct_attack: dict[str, torch.Tensor], correct_noise: dict[str, torch.Tensor],
+                 confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The attack's own share of each layer's vulnerability: Vul_i under attack minus Vul_i under the noise
+    control, on the same images (paired per image), with bootstrap intervals: columns ``share``,
+    ``share_low``, ``share_high`` (fractions)."""
+    rows, prev_a, prev_n = {}, None, None
+    for layer, ca in correct_attack.items():
+        a, n = ca.double().numpy(), correct_noise[layer].double().numpy()
+        diff = ((np.ones_like(a) if prev_a is None else prev_a) - a) - ((np.ones_like(n) if prev_n is None else prev_n) - n)
+        low, high = _ci(diff, confidence, n_resamples, seed)
+        rows[layer] = {"share": diff.mean(), "share_low": low, "share_high": high}
+        prev_a, prev_n = a, n
+    return pd.DataFrame(rows).T
+
+
+def adversarial_class_share(reads: dict[str, dict[str, torch.Tensor]], labels: torch.Tensor,
+                            adversarial_labels: torch.Tensor, judges: Iterable[str]) -> pd.DataFrame:
+    """Over the images the attack fooled (f's label on x* differs from the true one): per layer, the share of
+    explanations that f, each judge and the panel (mean over ``judges``) label with *the adversarial class*
+    (f's label on x*), and the share f and the panel label with the true class. Where f reads the adversarial
+    class and the panel does not, the explanation carries it as textures only f reads."""
+    judges = list(judges)
+    fooled = adversarial_labels != labels
+    adv, true = adversarial_labels[fooled], labels[fooled]
+    rows = {}
+    for layer in reads["f"]:
+        row = {name: float((reads[name][layer][fooled] == adv).double().mean()) for name in ["f", *judges]}
+        row["panel"] = float(np.mean([row[j] for j in judges]))
+        row["true class (f)"] = float((reads["f"][layer][fooled] == true).double().mean())
+        row["true class (panel)"] = float(np.mean([(reads[j][layer][fooled] == true).double().mean() for j in judges]))
+        rows[layer] = row
+    out = pd.DataFrame(rows).T
+    out.attrs["n_fooled"] = int(fooled.sum())
     return out
 
 
@@ -182,48 +236,83 @@ def order_layers(model: nn.Module, layers: Iterable[str], example: torch.Tensor)
 # Diagnose any model
 # ----------------------------------------------------------------------------------------------
 
-from dataclasses import dataclass  # noqa: E402
-
-
 @dataclass
 class Diagnosis:
-    """What :func:`diagnose` returns: the Table-1-style ``table`` (see :func:`vulnerability`), the fitted
-    ``explainers`` (layer -> :class:`~interpretgan.gan.Explainer`), the attack's ``clean`` and ``robust``
-    accuracy on the diagnosed images, and the per-image ``correct`` flags per layer."""
+    """What :func:`diagnose` returns.
+
+    ``table``: Acc_i / Vul_i by f under attack with intervals (see :func:`vulnerability`); ``explainers``
+    (layer -> :class:`~interpretgan.gan.Explainer`); ``clean`` and ``robust``: f's accuracy on the natural and
+    attacked images; ``correct``: f's per-image flags per layer. With judges: ``panel`` (the same table read by
+    the panel, :func:`panel_correctness`) and ``adversarial_class`` (:func:`adversarial_class_share`). With the
+    noise control: ``noise`` (the table under :func:`random_sign_noise` of the attack's epsilon, read by f),
+    ``noise_panel`` (read by the panel) and ``attack_share`` (:func:`attack_share`). ``model``, ``d_star``
+    (the :class:`~interpretgan.attacks.AttackResult`, adversarial images included) and ``test`` (the natural
+    images D* was made from) complete it."""
 
     table: pd.DataFrame
     explainers: dict
     clean: float
     robust: float
     correct: dict
+    model: nn.Module
+    d_star: AttackResult
+    test: object
+    panel: pd.DataFrame | None = None
+    adversarial_class: pd.DataFrame | None = None
+    noise: pd.DataFrame | None = None
+    noise_panel: pd.DataFrame | None = None
+    attack_share: pd.DataFrame | None = None
+
+
+def _diagnosis(model: nn.Module, explainers: dict, d_star: AttackResult, test_set, judges: dict | None,
+               noise_eps: float | None, seed: int, exact: bool | None) -> Diagnosis:
+    """Read every layer's explanations of D* (and of the noise control) by f and the judges; build the tables."""
+    judges = judges or {}
+    readers = {"f": model, **judges}
+    reads = quality.read(readers, quality.explain(explainers, d_star.x_adv, exact), exact)
+    labels = d_star.labels
+    correct = {layer: pred == labels for layer, pred in reads["f"].items()}
+    d = Diagnosis(vulnerability(correct), explainers, d_star.clean_accuracy, d_star.robust_accuracy, correct,
+                  model, d_star, test_set)
+    if judges:
+        d.panel = vulnerability(panel_correctness(reads, labels, judges))
+        d.adversarial_class = adversarial_class_share(reads, labels, d_star.pred_adv, judges)
+    if noise_eps is not None:
+        noisy = random_sign_noise(test_set.tensors()[0], noise_eps, seed)
+        noise_reads = quality.read(readers, quality.explain(explainers, noisy, exact), exact)
+        noise_correct = {layer: pred == labels for layer, pred in noise_reads["f"].items()}
+        d.noise = vulnerability(noise_correct)
+        d.attack_share = attack_share(correct, noise_correct)
+        if judges:
+            d.noise_panel = vulnerability(panel_correctness(noise_reads, labels, judges))
+    return d
 
 
 def diagnose(model: nn.Module, layers: Iterable[str], attack, test_set, train_set, settings=None, *,
-             folder=None, seed: int = 0, progress: bool = True, exact: bool | None = None) -> Diagnosis:
+             folder=None, seed: int = 0, progress: bool = True, exact: bool | None = None,
+             judges: dict | None = None, noise: bool = True) -> Diagnosis:
     """Diagnose any classifier: which of ``layers`` make it vulnerable to ``attack``.
 
     Arguments:
         model: any ``nn.Module`` mapping images in [0, 1] to logits; ``layers`` are names from
             ``model.named_modules()`` (nested ones with dots, e.g. ``"layer2.1"``), reached by forward
             hooks and put in forward order.
-        attack: a callable ``attack(model, x, y) -> x_adv`` (e.g. ``interpretgan.attacks.PGD(0.3)``).
+        attack: a callable ``attack(model, x, y) -> x_adv`` with an ``eps`` attribute (e.g.
+            ``interpretgan.attacks.PGD(0.3)``).
         test_set, train_set: ImageSets; D* is ``test_set`` attacked white-box; generators fit on ``train_set``.
         settings: :class:`~interpretgan.gan.GANSettings` for every layer's InterpretGAN.
         folder: where each layer's generator is cached (``<layer>.safetensors``) and its fit checkpointed
             (resumable); None fits in memory only.
+        judges: independent classifiers ``{name: model}`` that also read the explanations (the panel).
+        noise: also run the noise control (random signs of size ``attack.eps`` on the same images).
 
     Returns a :class:`Diagnosis`; ``table`` has Acc_i, Vul_i and their 95% bootstrap intervals.
 
     Example::
 
         >>> d = diagnose(net, ["layer1", "layer2", "fc"], PGD(0.3), test.subset(2000), train)
-        >>> d.table[["acc", "vul"]]
+        >>> d.table[["acc", "vul"]], d.attack_share
     """
-    from pathlib import Path
-
-    from . import cache, gan
-    from .attacks import run_attack
-
     settings = settings or gan.GANSettings()
     device = next(model.parameters()).device
     model.eval()
@@ -241,8 +330,7 @@ def diagnose(model: nn.Module, layers: Iterable[str], attack, test_set, train_se
                                              progress=progress, exact=exact)
         if final is not None:
             cache.save_weights(gan.explainer_state(explainers[layer]), final)
-    correct = layer_correctness(model, explainers, result.x_adv, result.labels, exact=exact)
-    return Diagnosis(vulnerability(correct), explainers, result.clean_accuracy, result.robust_accuracy, correct)
+    return _diagnosis(model, explainers, result, test_set, judges, attack.eps if noise else None, seed, exact)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -269,21 +357,154 @@ def paper_vulnerability(training: str) -> dict[str, float]:
 
 def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training: str = "natural",
                        attack: str = "pgd40", epsilon: float = 0.3, n_images: int | None = None, seed: int = 0,
-                       data_root: str | None = None, progress: bool = True, exact: bool | None = None) -> Diagnosis:
+                       data_root: str | None = None, progress: bool = True, exact: bool | None = None,
+                       judges: bool = True, noise: bool = True) -> Diagnosis:
     """:func:`diagnose` for the paper's MNIST model of these settings, everything through the artifact
     cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images`` test digits, one explainer per
-    layer, fitted or shipped). The Diagnosis also carries ``model``, ``d_star`` (the AttackResult, with the
-    adversarial images) and ``test`` (the natural test digits D* was made from)."""
-    from . import zoo
-    from .data import mnist32
-    from .models import LAYERS
-
+    layer, fitted or shipped, and with ``judges`` the profile's panel, :func:`interpretgan.zoo.judges`)."""
     model, info = zoo.classifier(profile, pooling, training, 0, data_root, progress=progress, exact=exact)
     d_star = zoo.adversarial_set(model, info, attack, epsilon, n_images, seed=seed, data_root=data_root,
                                  progress=progress)
     explainers = {layer: zoo.explainer(profile, pooling, training, layer, 0, data_root, progress=progress,
                                        exact=exact, classifier_model=(model, info))[0] for layer in LAYERS}
-    correct = layer_correctness(model, explainers, d_star.x_adv, d_star.labels, exact=info["settings"]["exact"])
-    d = Diagnosis(vulnerability(correct), explainers, d_star.clean_accuracy, d_star.robust_accuracy, correct)
-    d.model, d.d_star, d.test = model, d_star, mnist32("test", data_root).subset(n_images)
-    return d
+    panel = ({name: m for name, (m, _) in zoo.judges(profile, data_root, progress=progress, exact=exact).items()}
+             if judges else None)
+    test = mnist32("test", data_root).subset(n_images)
+    return _diagnosis(model, explainers, d_star, test, panel, epsilon if noise else None, seed,
+                      info["settings"]["exact"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Presenting diagnoses (05_diagnose): the library computes in fractions, these format in percent
+# ----------------------------------------------------------------------------------------------
+
+def _with_interval(table: pd.DataFrame, col: str, signed: bool = False) -> pd.Series:
+    """``col`` of a table with ``<col>_low`` / ``<col>_high`` as percent strings, e.g. ``12.3 [10.9, 13.8]``."""
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    t = table * 100
+    return (t[col].map(fmt.format) + " [" + t[f"{col}_low"].map(fmt.format) + ", "
+            + t[f"{col}_high"].map(fmt.format) + "]")
+
+
+def table1(d: Diagnosis, paper: str | None = None) -> pd.DataFrame:
+    """Table 1 for one diagnosis in percent, 95% intervals in brackets: Acc_i and Vul_i read by f, Acc_i read
+    by the panel (when judged), Acc_i and Vul_i under the noise control and the attack's share (when run),
+    and with ``paper`` ("natural" | "atta") the paper's Acc_i and Vul_i."""
+    out = pd.DataFrame({"Acc_i": _with_interval(d.table, "acc"), "Vul_i": _with_interval(d.table, "vul", True)})
+    if d.panel is not None:
+        out["Acc_i (panel)"] = _with_interval(d.panel, "acc")
+    if d.noise is not None:
+        out["Acc_i (noise)"] = (d.noise["acc"] * 100).map("{:.1f}".format)
+        out["Vul_i (noise)"] = (d.noise["vul"] * 100).map("{:+.1f}".format)
+        out["attack's share"] = _with_interval(d.attack_share, "share", True)
+    if paper is not None:
+        out["paper Acc_i"] = pd.Series(PAPER_TABLE1_ACC[paper]).map("{:.1f}".format)
+        out["paper Vul_i"] = pd.Series(paper_vulnerability(paper)).map("{:+.1f}".format)
+    return out
+
+
+def maxpool_summary(diagnoses: dict[str, Diagnosis]) -> tuple[pd.DataFrame, dict]:
+    """The max-pool index study of every diagnosed (max-pool) model: a table in percent (``changed``,
+    ``changed_untied``, ``tied`` per pooling layer, with the paper's share beside ``changed``) and the values
+    to glue, ``{training: {"conv2": ..., "conv4": ..., "conv2_untied": ..., "conv4_untied": ...}}`` (fractions)."""
+    rows, glue = {}, {}
+    for t, d in diagnoses.items():
+        study = maxpool_index_change(d.model, d.test.tensors()[0], d.d_star.x_adv)
+        study = study.set_axis(list(PAPER_MAXPOOL_CHANGE))  # the pooling after conv2, then after conv4
+        glue[t] = {**{layer: round(float(study.loc[layer, "changed"]), 4) for layer in study.index},
+                   **{f"{layer}_untied": round(float(study.loc[layer, "changed_untied"]), 4) for layer in study.index}}
+        table = (study[["changed", "changed_untied", "tied"]] * 100).round(1)
+        table["paper (natural)"] = pd.Series(PAPER_MAXPOOL_CHANGE)
+        rows[t] = table
+    return pd.concat(rows), glue
+
+
+def compare_poolings(max_pool: dict[str, Diagnosis], avg_pool: dict[str, Diagnosis],
+                     layers: tuple[str, ...] = ("conv2", "conv4")) -> tuple[pd.DataFrame, list[str]]:
+    """The paper's argument tested: Vul_i of ``layers`` (those ending in a pooling) with max and with average
+    pooling, per training (percent, with intervals), and one verdict line per training and layer."""
+    rows, lines = {}, []
+    for t in avg_pool:
+        for pool, d in (("max", max_pool[t]), ("avg", avg_pool[t])):
+            rows[(t, pool)] = (d.table.loc[list(layers), ["vul", "vul_low", "vul_high"]] * 100).round(1).stack()
+        for layer in layers:
+            mx, av = max_pool[t].table.loc[layer, "vul"] * 100, avg_pool[t].table.loc[layer, "vul"] * 100
+            lines.append(f"{t}, {layer}: Vul max {mx:+.1f}%, avg {av:+.1f}% -> "
+                         f"{'avg less vulnerable' if av < mx else 'avg not less vulnerable'}")
+    return pd.DataFrame(rows).T, lines
+
+
+def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
+    """The numbers 05 glues, per training (fractions, rounded to 4 places): ``acc``, ``vul``, ``ci`` (the
+    intervals of both), ``acc_panel``, ``acc_noise``, ``vul_noise``, ``attack_share`` and
+    ``adversarial_class`` (share of explanations of fooled digits labelled with the adversarial class, by
+    f and by the panel) where the diagnosis has them."""
+    def col(table, name):
+        return {layer: round(float(v), 4) for layer, v in table[name].items()}
+
+    out: dict[str, dict] = {k: {} for k in ("acc", "vul", "ci", "acc_panel", "acc_noise", "vul_noise", "attack_share",
+                                            "adversarial_class")}
+    for t, d in diagnoses.items():
+        out["acc"][t], out["vul"][t] = col(d.table, "acc"), col(d.table, "vul")
+        out["ci"][t] = {layer: {"acc": [round(float(r["acc_low"]), 4), round(float(r["acc_high"]), 4)],
+                                "vul": [round(float(r["vul_low"]), 4), round(float(r["vul_high"]), 4)]}
+                        for layer, r in d.table.iterrows()}
+        if d.panel is not None:
+            out["acc_panel"][t] = col(d.panel, "acc")
+            out["adversarial_class"][t] = {"f": col(d.adversarial_class, "f"),
+                                           "panel": col(d.adversarial_class, "panel")}
+        if d.noise is not None:
+            out["acc_noise"][t], out["vul_noise"][t] = col(d.noise, "acc"), col(d.noise, "vul")
+            out["attack_share"][t] = col(d.attack_share, "share")
+    return {k: v for k, v in out.items() if v}
+
+
+#: Generator training budgets of the scaling curve: multiples of the default profile's images per scale.
+SCALING_FACTORS = (1, 4, 16)
+
+
+def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
+                  factors: tuple[int, ...] = SCALING_FACTORS, attack: str = "pgd40", epsilon: float = 0.3,
+                  n_images: int | None = None, data_root: str | None = None, progress: bool = True,
+                  exact: bool | None = None) -> pd.DataFrame:
+    """Where the paper's numbers come from: for ``layers`` of the max-pool ``training`` model, one generator per
+    budget in ``factors`` (k times the profile's images per scale, through the cache: shipped, cached or
+    fitted), and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
+    and ``Acc_i (panel)`` on D*, ``clean (f)`` and ``clean (panel)`` (explanations of the natural digits
+    labelled right), ``class-mean share`` of the clean explanations, and the paper's Acc_i (fractions)."""
+    model, info = zoo.classifier(profile, "max", training, 0, data_root, progress=progress, exact=exact)
+    d_star = zoo.adversarial_set(model, info, attack, epsilon, n_images, data_root=data_root, progress=progress)
+    panel = {name: m for name, (m, _) in zoo.judges(profile, data_root, progress=progress, exact=exact).items()}
+    natural = mnist32("test", data_root).subset(n_images).tensors()[0]
+    labels, exact = d_star.labels, info["settings"]["exact"]
+    rows = {}
+    for layer in layers:
+        for k in factors:
+            expl, e_info = zoo.explainer(profile, "max", training, layer, 0, data_root, progress=progress, exact=exact,
+                                         classifier_model=(model, info), schedule_factor=k)
+            reads_adv = quality.read({"f": model, **panel}, quality.explain({layer: expl}, d_star.x_adv, exact), exact)
+            clean = quality.explain({layer: expl}, natural, exact)
+            reads_clean = quality.read({"f": model, **panel}, clean, exact)
+            rows[(layer, k)] = {
+                "images": e_info["history"]["images"][-1], "minutes": e_info["history"]["seconds"][-1] / 60,
+                "Acc_i": float((reads_adv["f"][layer] == labels).double().mean()),
+                "Acc_i (panel)": float(panel_correctness(reads_adv, labels, panel)[layer].mean()),
+                "clean (f)": float((reads_clean["f"][layer] == labels).double().mean()),
+                "clean (panel)": float(panel_correctness(reads_clean, labels, panel)[layer].mean()),
+                "class-mean share": quality.class_mean_share(clean[layer], labels),
+                "paper Acc_i": PAPER_TABLE1_ACC[training][layer] / 100}
+    return pd.DataFrame(rows).T.rename_axis(["layer", "factor"])
+
+
+def describe_adversarial_class(table: pd.DataFrame, margin: float = 0.2) -> str:
+    """One sentence on an :func:`adversarial_class_share` table: the layers where f reads the adversarial class
+    in at least ``margin`` more of the explanations than the panel does (there the explanation carries the
+    adversarial class as textures that f reads and other classifiers do not), or that there are none."""
+    gap = table["f"] - table["panel"]
+    textures = [f"{layer} (f {100 * table.loc[layer, 'f']:.0f}%, panel {100 * table.loc[layer, 'panel']:.0f}%)"
+                for layer in table.index if gap[layer] >= margin]
+    if not textures:
+        return (f"f and the panel agree within {100 * margin:.0f} points on every layer: where f reads the adversarial "
+                f"class, the panel mostly reads it too, so the explanations draw it as a shape.")
+    return (f"f reads the adversarial class far more often than the panel at {', '.join(textures)}: there the "
+            f"explanation carries the adversarial class as textures f reads, not as a digit others recognise.")

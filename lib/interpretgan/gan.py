@@ -359,6 +359,146 @@ def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
 # Fitting one layer
 # ----------------------------------------------------------------------------------------------
 
+@dataclass
+class _Nets:
+    """The modules and optimisers of one fit: C, G (trained by ``opt_g``), the critic D (``opt_d``) and the
+    EMA copies of C and G that explain."""
+
+    C: CompressionNet
+    G: Generator
+    D: Discriminator
+    C_ema: CompressionNet
+    G_ema: Generator
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"C": self.C, "G": self.G, "D": self.D, "C_ema": self.C_ema, "G_ema": self.G_ema}
+
+
+def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANSettings, device: torch.device,
+                exact: bool) -> _Nets:
+    """Fresh C, G, D, their EMA copies and optimisers; channels-last on the fast path (1.6x on G and D at
+    32x32 on the 2-core CPU, measured)."""
+    C = CompressionNet(latent_shape, settings.code_dim).to(device)
+    G = Generator(settings.code_dim, settings.channels, channels_out).to(device)
+    D = Discriminator(settings.channels, channels_out).to(device)
+    for m in (C, G, D):
+        fast.prepare(m, exact)
+    C_ema, G_ema = copy.deepcopy(C).eval(), copy.deepcopy(G).eval()
+    freeze(C_ema)
+    freeze(G_ema)
+    opt_g = torch.optim.Adam([*C.parameters(), *G.parameters()], lr=settings.lr, betas=settings.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=settings.lr, betas=settings.betas)
+    return _Nets(C, G, D, C_ema, G_ema, opt_g, opt_d)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` with ``requires_grad`` off for every parameter (in place; returned)."""
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return model
+
+
+def real_images(x: torch.Tensor, scale: int, alpha: float) -> torch.Tensor:
+    """Images ``x`` in [0, 1] as the critic sees them at ``scale``: in [-1, 1], average-pooled to the scale's
+    resolution and, while the scale fades in (``alpha`` < 1), blended with the previous resolution."""
+    res = RESOLUTIONS[scale]
+    real = x * 2 - 1
+    if res < real.shape[-1]:
+        real = F.avg_pool2d(real, real.shape[-1] // res)
+    if scale > 0 and alpha < 1.0:
+        real = torch.lerp(F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest"), real, alpha)
+    return real
+
+
+def critic_step(nets: _Nets, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float,
+                settings: GANSettings, step: int, exact: bool | None = None) -> tuple[float, float | None]:
+    """One update of the critic D on ``real`` and (detached) ``fake`` images: WGAN loss, progressive GAN's
+    drift term and, on the steps :func:`penalty_weight` says, the gradient penalty. Returns the WGAN
+    critic loss (without the penalty) and the penalty (None when not computed on this step)."""
+    fake = fake.detach()
+    with fast.autocast(real.device, exact):
+        d_real, d_fake = nets.D(real, scale, alpha).float(), nets.D(fake, scale, alpha).float()
+    critic = d_fake.mean() - d_real.mean() + settings.drift * d_real.pow(2).mean()
+    loss, gp = critic, None
+    weight = penalty_weight(settings, step)
+    if weight:
+        gp = gradient_penalty(nets.D, real, fake, scale, alpha, exact)
+        loss = critic + weight * gp
+    nets.opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_d.step()
+    return critic.item(), (None if gp is None else gp.item())
+
+
+def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, target: torch.Tensor,
+                   real: torch.Tensor, scale: int, alpha: float, settings: GANSettings,
+                   exact: bool | None = None) -> dict[str, float]:
+    """One update of C and G from ``fake`` = G(C(l)) (with its graph) and f's predicted distribution on x
+    (``target``): the adversarial loss -D(fake) plus lambda times the interpretability cross-entropy; or,
+    for the inverter (``settings.pixel_loss``), the MSE to ``real``. Then the EMA copies follow. Returns
+    ``loss_g`` and ``loss_i`` (or ``pixel``)."""
+    if settings.pixel_loss:
+        loss = F.mse_loss(fake, real)
+        rec = {"pixel": loss.item()}
+    else:
+        freeze(nets.D)
+        try:
+            with fast.autocast(fake.device, exact):
+                adv = -nets.D(fake, scale, alpha).float().mean()
+        finally:
+            for q in nets.D.parameters():
+                q.requires_grad_(True)
+        loss_i = interpretability_loss(classifier, to_unit(fake), target, exact)
+        loss = adv + settings.interpretability * loss_i
+        rec = {"loss_g": adv.item(), "loss_i": loss_i.item()}
+    nets.opt_g.zero_grad(set_to_none=True)
+    loss.backward()
+    nets.opt_g.step()
+    _ema_update(nets.C_ema, nets.C, settings.ema)
+    _ema_update(nets.G_ema, nets.G, settings.ema)
+    return rec
+
+
+def latent_and_logits(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer``'s latent and the logits of images ``x``, from one forward pass (``forward_to`` then
+    ``forward_from`` when the model has them, else a forward hook as in :func:`latent_of`)."""
+    if hasattr(model, "forward_to") and hasattr(model, "forward_from"):
+        latent = model.forward_to(x, layer)
+        return latent, model.forward_from(latent, layer)
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o))
+    try:
+        logits = model(x)
+    finally:
+        handle.remove()
+    if not seen:
+        raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
+    return seen[0], logits
+
+
+def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, scale: int, alpha: float,
+               settings: GANSettings, step: int, exact: bool | None = None) -> dict[str, Any]:
+    """One training step of InterpretGAN on images ``x`` (in [0, 1]): f once (``layer``'s latent and the
+    predicted distribution), G(C(l)) once, then :func:`critic_step` (unless ``settings.pixel_loss``) and
+    :func:`generator_step`. Returns ``scale``, ``alpha``, ``loss_d`` (WGAN critic loss without the
+    penalty), ``gp`` (None when not computed), ``loss_g``, ``loss_i``, ``pixel`` (NaN where not computed)."""
+    with torch.no_grad(), fast.autocast(x.device, exact):
+        latent, logits = latent_and_logits(classifier, x, layer)
+    target = F.softmax(logits.float(), dim=1)
+    real = real_images(x, scale, alpha)
+    with fast.autocast(x.device, exact):
+        fake = nets.G(nets.C(latent.float()), scale, alpha)
+    fake = fake.float()
+    rec: dict[str, Any] = {"scale": scale, "alpha": alpha, "loss_d": float("nan"), "gp": None,
+                           "loss_g": float("nan"), "loss_i": float("nan"), "pixel": float("nan")}
+    if not settings.pixel_loss:
+        rec["loss_d"], rec["gp"] = critic_step(nets, real, fake, scale, alpha, settings, step, exact)
+    rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact))
+    return rec
+
+
 def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSettings = GANSettings(), *,
               monitor_set=None, seed: int = 0, checkpoint: str | Path | None = None,
               samples_dir: str | Path | None = None, device: str | torch.device | None = None,
@@ -366,11 +506,13 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
     """Fit InterpretGAN's C and G (and the critic D) for ``layer`` of the frozen ``classifier``.
 
     Trains on ``train_set`` images (an ImageSet; the latents are computed on the fly by the frozen
-    classifier), progressively over the scales of ``settings.images``. With ``checkpoint``, writes the
-    whole state atomically every ``settings.checkpoint_every`` images and at each scale's end, and
-    resumes from it (at most that many images lost). With ``samples_dir``, saves a PNG grid of EMA
-    explanations of ``monitor_set``'s first 32 images at every checkpoint. ``settings.pixel_loss``
-    fits the baseline inverter instead (MSE to x through the same C and G, no D, no L_I).
+    classifier), progressively over the scales of ``settings.images``: each step draws a batch, runs f
+    once (latent and predicted distribution), G(C(l)) once, then :func:`critic_step` and
+    :func:`generator_step`. With ``checkpoint``, writes the whole state atomically every
+    ``settings.checkpoint_every`` images and at each scale's end, and resumes from it (at most that many
+    images lost). With ``samples_dir``, saves a PNG grid of EMA explanations of ``monitor_set``'s first 32
+    images at every checkpoint. ``settings.pixel_loss`` fits the baseline inverter instead (MSE to x
+    through the same C and G, no D, no L_I).
 
     Returns the :class:`Explainer` (EMA weights) and the history: ``images`` (shown so far at each
     record), ``scale``, ``alpha``, ``loss_d``, ``loss_g`` (adversarial part), ``loss_i`` (the
@@ -380,38 +522,29 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
     """
     exact = fast.resolve_exact(exact)
     device = torch.device(device or next(classifier.parameters()).device)
-    classifier.eval()
-    for q in classifier.parameters():
-        q.requires_grad_(False)
+    freeze(classifier.eval())
     x0 = to_float(train_set.images[:2], device)
     with torch.no_grad():
         latent_shape = tuple(latent_of(classifier, x0, layer).shape[1:])
     torch.manual_seed(seed)
-    C = CompressionNet(latent_shape, settings.code_dim).to(device)
-    G = Generator(settings.code_dim, settings.channels, train_set.shape[0]).to(device)
-    D = Discriminator(settings.channels, train_set.shape[0]).to(device)
-    C_ema, G_ema = copy.deepcopy(C).eval(), copy.deepcopy(G).eval()
-    for q in (*C_ema.parameters(), *G_ema.parameters()):
-        q.requires_grad_(False)
-    opt_g = torch.optim.Adam([*C.parameters(), *G.parameters()], lr=settings.lr, betas=settings.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=settings.lr, betas=settings.betas)
+    nets = _build_nets(latent_shape, train_set.shape[0], settings, device, exact)
     keys = ("images", "scale", "alpha", "loss_d", "loss_g", "loss_i", "gp", "pixel", "monitor_images",
             "monitor_accuracy", "seconds")
     history: dict[str, list] = {k: [] for k in keys}
     shown, elapsed, steps, last_gp = 0, 0.0, 0, float("nan")
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, map_location="cpu")
-        for mod, name in ((C, "C"), (G, "G"), (D, "D"), (C_ema, "C_ema"), (G_ema, "G_ema")):
+        for name, mod in nets.modules().items():
             mod.load_state_dict(state[name])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
+        nets.opt_g.load_state_dict(state["opt_g"])
+        nets.opt_d.load_state_dict(state["opt_d"])
         history, shown, elapsed, steps = state["history"], int(state["shown"]), float(state["seconds"]), state["steps"]
         last_gp = float(state.get("last_gp", float("nan")))
         torch.set_rng_state(state["rng"])
     total = sum(settings.images)
     n = len(train_set)
     monitor = monitor_set.take(slice(0, 32)) if monitor_set is not None else train_set.take(slice(0, 32))
-    explainer = Explainer(classifier, layer, C_ema, G_ema)
+    explainer = Explainer(classifier, layer, nets.C_ema, nets.G_ema)
 
     def save(final: bool = False) -> None:
         if monitor_set is not None:
@@ -422,10 +555,10 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             x_m, _ = monitor.tensors(device)
             save_grid(torch.cat([x_m, explainer(x_m, exact)]), Path(samples_dir) / f"images{shown:08d}.png")
         if checkpoint is not None:
-            save_checkpoint({"C": C.state_dict(), "G": G.state_dict(), "D": D.state_dict(),
-                             "C_ema": C_ema.state_dict(), "G_ema": G_ema.state_dict(), "opt_g": opt_g.state_dict(),
-                             "opt_d": opt_d.state_dict(), "history": history, "shown": shown, "steps": steps,
-                             "last_gp": last_gp, "seconds": elapsed, "rng": torch.get_rng_state(), "final": final}, checkpoint)
+            save_checkpoint({**{name: mod.state_dict() for name, mod in nets.modules().items()},
+                             "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(), "history": history,
+                             "shown": shown, "steps": steps, "last_gp": last_gp, "seconds": elapsed,
+                             "rng": torch.get_rng_state(), "final": final}, checkpoint)
 
     bar = tqdm(total=total, initial=shown, unit="img", desc=f"InterpretGAN {layer}", disable=not progress)
     stops = sorted(s for s in {s for _, _, s in _schedule(settings)} |
@@ -438,53 +571,13 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
         order = torch.randperm(n, generator=g)
         start = shown - epoch * usable
         idx = order[start:start + settings.batch_size]
-        x = to_float(train_set.images[idx], device)
+        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
         scale, alpha = phase_at(settings, shown)
-        res = RESOLUTIONS[scale]
-        with torch.no_grad(), fast.autocast(device, exact):
-            mem_x = fast.to_memory_format(x, exact)
-            latent = latent_of(classifier, mem_x, layer).float()
-            target = F.softmax(classifier(mem_x).float(), dim=1)
-        real = F.avg_pool2d(x * 2 - 1, 32 // res) if res < 32 else x * 2 - 1
-        if scale > 0 and alpha < 1.0:  # real images fade in with the new scale too
-            real = torch.lerp(F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest"), real, alpha)
-        with fast.autocast(device, exact):
-            fake = G(C(latent), scale, alpha)
-        fake = fake.float()
-        rec = {"scale": scale, "alpha": alpha, "loss_d": float("nan"), "gp": float("nan"), "loss_g": float("nan"),
-               "loss_i": float("nan"), "pixel": float("nan")}
-        if settings.pixel_loss:
-            loss = F.mse_loss(fake, real)
-            rec["pixel"] = loss.item()
-        else:
-            # critic step
-            with fast.autocast(device, exact):
-                d_real, d_fake = D(real, scale, alpha).float(), D(fake.detach(), scale, alpha).float()
-            loss_d = critic = d_fake.mean() - d_real.mean() + settings.drift * d_real.pow(2).mean()
-            weight = penalty_weight(settings, steps)
-            if weight:
-                gp = gradient_penalty(D, real, fake.detach(), scale, alpha, exact)
-                loss_d = critic + weight * gp
-                last_gp = gp.item()
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # generator (and compression network) step
-            for q in D.parameters():
-                q.requires_grad_(False)
-            with fast.autocast(device, exact):
-                adv = -D(fake, scale, alpha).float().mean()
-            for q in D.parameters():
-                q.requires_grad_(True)
-            loss_i = interpretability_loss(classifier, to_unit(fake), target, exact)
-            loss = adv + settings.interpretability * loss_i
-            # loss_d as plain WGAN-GP has it, with the latest penalty (lazy steps do not compute one)
-            rec.update(loss_d=critic.item() + settings.gp_weight * last_gp, gp=last_gp, loss_g=adv.item(), loss_i=loss_i.item())
-        opt_g.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_g.step()
-        _ema_update(C_ema, C, settings.ema)
-        _ema_update(G_ema, G, settings.ema)
+        rec = train_step(nets, classifier, x, layer, scale, alpha, settings, steps, exact)
+        if rec["gp"] is not None:
+            last_gp = rec["gp"]
+        # loss_d as plain WGAN-GP has it, with the latest penalty (lazy steps do not compute one)
+        rec.update(loss_d=rec["loss_d"] + settings.gp_weight * last_gp, gp=last_gp)
         if not all(math.isfinite(v) for k, v in rec.items() if k in ("loss_d", "loss_g", "loss_i", "pixel")
                    and not math.isnan(v)):
             raise FloatingPointError(f"InterpretGAN loss diverged at {shown} images on layer {layer}: {rec}")
@@ -497,7 +590,7 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             history["seconds"].append(elapsed)
             for k, v in rec.items():
                 history[k].append(v)
-            bar.set_postfix(scale=f"{res}x{res}", alpha=f"{alpha:.2f}",
+            bar.set_postfix(scale=f"{RESOLUTIONS[scale]}x{RESOLUTIONS[scale]}", alpha=f"{alpha:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
         while stops and shown >= stops[0]:
@@ -521,19 +614,6 @@ def explanation_accuracy(judge: nn.Module, explainer: Explainer, test_set, batch
     return correct / len(test_set)
 
 
-def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets (N x d each): the FID formula
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
-    from scipy import linalg
-
-    mu_a, mu_b = features_a.mean(0), features_b.mean(0)
-    s_a, s_b = np.cov(features_a, rowvar=False), np.cov(features_b, rowvar=False)
-    covmean = linalg.sqrtm(s_a @ s_b)
-    if np.iscomplexobj(covmean):
-        covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a + s_b - 2 * covmean))
-
-
 def explainer_state(explainer: Explainer) -> dict[str, torch.Tensor]:
     """The EMA weights of an explainer's C and G as one flat state dict (``compression.*``, ``generator.*``)."""
     return {f"{name}.{k}": v.detach().cpu().contiguous() for name in ("compression", "generator")
@@ -552,58 +632,6 @@ def build_explainer(classifier: nn.Module, layer: str, settings: GANSettings, st
     for mod, name in ((C, "compression"), (G, "generator")):
         mod.load_state_dict({k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")})
     return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval())
-
-
-@torch.no_grad()
-def judge_features(judge: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
-    """The judge's penultimate features (``judge.features``) of images in [0, 1], as float64 (N x d)."""
-    device = next(judge.parameters()).device
-    out = [judge.features(images[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(images), batch_size)]
-    return torch.cat(out).numpy()
-
-
-@torch.no_grad()
-def explanations(explainer: Explainer, test_set, batch_size: int = 250, exact: bool | None = None) -> torch.Tensor:
-    """The explanations of every image of ``test_set`` (float in [0, 1], CPU)."""
-    device = next(explainer.parameters()).device
-    return torch.cat([explainer(x, exact).cpu() for x, _, _ in test_set.batches(batch_size, device=device)])
-
-
-def frechet_to_data(judge: nn.Module, explained: torch.Tensor, real: torch.Tensor) -> float:
-    """Fréchet distance, in the judge's feature space, between explanations and real images (both in [0, 1])."""
-    return frechet_distance(judge_features(judge, explained), judge_features(judge, real))
-
-
-def evaluate_explainers(classifier: nn.Module, judge: nn.Module, explainers: dict, test_set,
-                        exact: bool | None = None) -> "pd.DataFrame":
-    """One row per layer: ``accuracy (f)`` and ``accuracy (judge)`` (% of ``test_set`` whose explanation
-    the classifier / the independent judge labels with the true label) and ``Fréchet`` (distance between
-    the explanations and the real images in the judge's feature space)."""
-    import pandas as pd
-
-    from .attacks import predict
-
-    real = test_set.tensors()[0]
-    real_features = judge_features(judge, real)
-    rows = {}
-    for layer, expl in explainers.items():
-        x_hat = explanations(expl, test_set, exact=exact)
-        device = next(classifier.parameters()).device
-        pf = torch.cat([predict(classifier, x_hat[i:i + 500].to(device), exact).cpu() for i in range(0, len(x_hat), 500)])
-        pj = torch.cat([predict(judge, x_hat[i:i + 500].to(device), exact).cpu() for i in range(0, len(x_hat), 500)])
-        rows[layer] = {"accuracy (f)": 100 * (pf == test_set.labels).float().mean().item(),
-                       "accuracy (judge)": 100 * (pj == test_set.labels).float().mean().item(),
-                       "Fréchet": frechet_distance(judge_features(judge, x_hat), real_features)}
-    return pd.DataFrame(rows).T
-
-
-def frechet_between_halves(judge: nn.Module, test_set) -> float:
-    """The Fréchet distance between two disjoint random halves of real images: the floor a perfect
-    generator would reach with this many images."""
-    real = test_set.tensors()[0]
-    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
-    half = len(real) // 2
-    return frechet_distance(judge_features(judge, real[perm[:half]]), judge_features(judge, real[perm[half:2 * half]]))
 
 
 @torch.no_grad()

@@ -296,6 +296,67 @@ class JudgeCNN(nn.Module):
         return self.head(self.body(x))
 
 
+class JudgeMLP(nn.Module):
+    """An independent MNIST judge without convolutions: 1024-800-800-10 with ReLU (the classic MNIST MLP,
+    here on 32x32 images). It has no spatial prior at all, so it reads shapes as pixel patterns; its
+    800-d penultimate ``features`` are one of the panel's Fréchet feature spaces."""
+
+    def __init__(self, num_classes: int = 10, image_size: int = 32):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(image_size * image_size, 800), nn.ReLU(),
+                                  nn.Linear(800, 800), nn.ReLU())
+        self.head = nn.Linear(800, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 800-d penultimate activations for images ``x`` in [0, 1]."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class _Residual(nn.Module):
+    """x + conv-BN-GELU-conv-BN(x), then GELU."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.branch = nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.GELU(),
+                                    nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c))
+        self.out = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(x + self.branch(x))
+
+
+class JudgeResNet(nn.Module):
+    """An independent MNIST judge of another family than the paper's SmallCNN: a small residual network
+    with batch norm, GELU, average pooling and global average pooling (no ReLU, no max pooling):
+    stem 3x3 conv 32 at 32x32, avg-pool; residual block 32 at 16x16; 3x3 conv 64, avg-pool; residual
+    block 64 at 8x8; global average pool; FC 10. Its 64-d pooled ``features`` are a Fréchet feature
+    space. Trained naturally it is the panel's ``resnet``; trained with ATTA-1 + TRADES, ``robust``."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU(), nn.AvgPool2d(2),
+            _Residual(32),
+            nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.GELU(), nn.AvgPool2d(2),
+            _Residual(64),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(64, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The 64-d globally pooled activations for images ``x`` in [0, 1]."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+#: The judges' architectures by name (the panel of :func:`interpretgan.zoo.judges`).
+JUDGE_ARCHS = {"lenet": JudgeCNN, "mlp": JudgeMLP, "resnet": JudgeResNet}
+
+
 def build(arch: str = "smallcnn", pooling: str = "max", **kwargs) -> nn.Module:
     """A model of the zoo by name: ``smallcnn`` (the paper's MNIST model), ``vgg16`` (CIFAR-10 VGG16-BN),
     ``wrn34_10`` (CIFAR-10 WRN-34-10) or ``wrn`` (a WideResNet; pass ``depth`` and ``widen_factor``).

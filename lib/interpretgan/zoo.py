@@ -112,6 +112,31 @@ def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoi
                       eval_set=test.subset(settings["n_eval"], seed=1), **common)
 
 
+def _through_cache(folder, key: str, filename: str, retrain: bool, train) -> tuple[dict, str, Any]:
+    """Weights and history of the settings whose cache entry is ``folder`` and cache key ``key``: the finished
+    cache entry (``folder / filename``), else the shipped weights with that key (unless ``retrain``), else
+    ``train()`` -> ``(state_dict, history)``, saved to the cache (by rank 0 under torchrun).
+    Returns ``(state_dict, source, history)`` with source "cache" | "shipped" | "trained"."""
+    final = folder / filename
+    if final.is_file():
+        return cache.load_weights(final), "cache", cache.load_checkpoint(folder / "history.pt")
+    if not retrain and (f := cache.shipped(key)) is not None:
+        return cache.load_weights(f), "shipped", cache.read_manifest()["files"][f.name].get("history")
+    state, history = train()
+    if _world()[0] == 0:
+        cache.save_checkpoint(history, folder / "history.pt")
+        cache.save_weights(state, final, metadata={"key": key})
+    return state, "trained", history
+
+
+def _ready(model: nn.Module, exact: bool) -> nn.Module:
+    """``model`` in eval mode, frozen, on the fast path's memory format."""
+    fast.prepare(model.eval(), exact)
+    for prm in model.parameters():
+        prm.requires_grad_(False)
+    return model
+
+
 def classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
                progress: bool = True, exact: bool | None = None, dataset: str = "mnist",
@@ -137,25 +162,14 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
     n_test = p.n_test if dataset == "mnist" else p.n_cifar_test
     test = dataset_split(dataset, "test", data_root).subset(n_test)
     folder = cache.entry("classifiers", settings)
-    final, ckpt = folder / "model.safetensors", folder / "checkpoint.pt"
-    history = None
-    if final.is_file():
-        source = "cache"
-        model.load_state_dict(cache.load_weights(final))
-        history = cache.load_checkpoint(folder / "history.pt")
-    elif not retrain and (f := cache.shipped(key)) is not None:
-        source = "shipped"
-        model.load_state_dict(cache.load_weights(f))
-        history = cache.read_manifest()["files"][f.name].get("history")
-    else:
-        source = "trained"
-        history = _train(model, settings, test, data_root, ckpt, device, progress, exact)
-        if _world()[0] == 0:
-            cache.save_checkpoint(history, folder / "history.pt")
-            cache.save_weights(model.state_dict(), final, metadata={"key": key})
-    fast.prepare(model.eval(), exact)
-    for prm in model.parameters():
-        prm.requires_grad_(False)
+
+    def fit():
+        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
+        return model.state_dict(), history  # after training: the fast path may have replaced the tensors
+
+    state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
+    model.load_state_dict(state)
+    _ready(model, exact)
     info = {"key": key, "settings": settings, "source": source, "history": history,
             "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
     return model, info
@@ -212,10 +226,12 @@ def ship_classifier(profile: str = "default", pooling: str = "max", training: st
 
 def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                        seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
-                       pixel_loss: bool = False, classifier_seed: int = 0) -> dict[str, Any]:
+                       pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1) -> dict[str, Any]:
     """Every setting that changes a fitted explanation generator: the classifier's cache key, the layer,
     the profile's :class:`~interpretgan.gan.GANSettings` (``interpretability`` overrides lambda;
-    ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule) and the seed."""
+    ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule;
+    ``schedule_factor`` k shows k times the images at every scale, checkpointing k times less often: the
+    scaling curve) and the seed."""
     import dataclasses
 
     p = get_profile(profile)
@@ -226,6 +242,12 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
     elif interpretability is not None:
         gan_settings = dataclasses.replace(gan_settings, interpretability=float(interpretability),
                                            images=p.ablation_images)
+    if schedule_factor != 1:
+        if int(schedule_factor) != schedule_factor or schedule_factor < 1:
+            raise ValueError(f"schedule_factor must be a whole number >= 1, got {schedule_factor!r}")
+        k = int(schedule_factor)
+        gan_settings = dataclasses.replace(gan_settings, images=tuple(k * n for n in gan_settings.images),
+                                           checkpoint_every=k * gan_settings.checkpoint_every)
     clf = classifier_settings(profile, pooling, training, classifier_seed, exact)
     return {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
             "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
@@ -234,18 +256,21 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
 def explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
               seed: int = 0, data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
               progress: bool = True, exact: bool | None = None, interpretability: float | None = None,
-              pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None):
+              pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None,
+              classifier_seed: int = 0, schedule_factor: int = 1):
     """The fitted InterpretGAN explainer for ``layer`` of the classifier these settings describe, through
     the artifact cache (then the shipped weights in ``weights/``, then fitting, resumable); returns
     ``(explainer, info)`` with info ``key``, ``settings``, ``source``, ``history``, ``folder`` (where the
     sample grids are). ``classifier_model`` passes an already loaded ``(model, info)`` of
-    :func:`classifier` for these settings."""
+    :func:`classifier` for these settings; ``schedule_factor`` k fits on k times the profile's images
+    (see :func:`explainer_settings`)."""
     from . import gan
 
-    settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss)
+    settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss,
+                                  classifier_seed, schedule_factor)
     exact = settings["exact"]
-    model, cinfo = classifier_model or classifier(profile, pooling, training, 0, data_root, retrain, device,
-                                                  progress=progress, exact=exact)
+    model, cinfo = classifier_model or classifier(profile, pooling, training, classifier_seed, data_root, retrain,
+                                                  device, progress=progress, exact=exact)
     if cinfo["key"] != settings["classifier"]:
         raise ValueError("classifier_model does not match these settings")
     if layer not in model.layer_names:
@@ -254,87 +279,112 @@ def explainer(profile: str = "default", pooling: str = "max", training: str = "n
     key = cache.settings_key(settings)
     gs = gan.GANSettings(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in settings["gan"].items()})
     folder = cache.entry("explainers", settings)
-    final = folder / "explainer.safetensors"
-    history = None
-    if final.is_file():
-        source, weights = "cache", cache.load_weights(final)
-        history = cache.load_checkpoint(folder / "history.pt")
-    elif not retrain and (f := cache.shipped(key)) is not None:
-        source, weights = "shipped", cache.load_weights(f)
-        history = cache.read_manifest()["files"][f.name].get("history")
-    else:
-        source, weights = "trained", None
-    if weights is None:
+
+    def fit():
         p = get_profile(profile)
         train = mnist32("train", data_root).subset(gs.n_train, seed=0)
         monitor = mnist32("test", data_root).subset(p.n_gan_monitor, seed=2)
         expl, history = gan.fit_layer(model, layer, train, gs, monitor_set=monitor, seed=seed,
                                       checkpoint=folder / "checkpoint.pt", samples_dir=folder / "samples",
                                       device=device, progress=progress, exact=exact)
-        cache.save_checkpoint(history, folder / "history.pt")
-        cache.save_weights(gan.explainer_state(expl), final, metadata={"key": key})
-    else:
-        expl = gan.build_explainer(model, layer, gs, weights, device)
+        return gan.explainer_state(expl), history
+
+    weights, source, history = _through_cache(folder, key, "explainer.safetensors", retrain, fit)
+    expl = gan.build_explainer(model, layer, gs, weights, device)
     return expl, {"key": key, "settings": settings, "source": source, "history": history, "folder": folder,
                   "classifier": cinfo}
 
 
 def ship_explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
-                   seed: int = 0, exact: bool | None = None) -> str:
+                   seed: int = 0, exact: bool | None = None, schedule_factor: int = 1) -> str:
     """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
-    settings = explainer_settings(profile, pooling, training, layer, seed, exact)
+    settings = explainer_settings(profile, pooling, training, layer, seed, exact, schedule_factor=schedule_factor)
     folder = cache.entry("explainers", settings)
     if not (folder / "explainer.safetensors").is_file():
         raise FileNotFoundError(f"no fitted explainer cached for these settings in {folder}; run explainer() first")
     history = cache.load_checkpoint(folder / "history.pt")
-    name = f"mnist-smallcnn-{pooling}-{training}-seed{seed}-interpretgan-{layer}.safetensors"
+    suffix = "" if schedule_factor == 1 else f"-x{schedule_factor}"
+    name = f"mnist-smallcnn-{pooling}-{training}-seed{seed}-interpretgan-{layer}{suffix}.safetensors"
     cache.ship(cache.load_weights(folder / "explainer.safetensors"), name, cache.settings_key(settings), settings,
                extra={"history": history}, dtype=torch.float16)
     return name
 
 
-def judge_settings(profile: str = "default", exact: bool | None = None) -> dict[str, Any]:
-    """Settings of the independent judge (:class:`~interpretgan.models.JudgeCNN`): natural training,
-    seed 1, the profile's training images, 5 epochs of SGD 0.01 then 0.001 (1 at the smoke profile)."""
+# ----------------------------------------------------------------------------------------------
+# The panel of independent judges of explanations
+# ----------------------------------------------------------------------------------------------
+
+#: The panel of independent judges of explanations (:func:`judges`): three architectures other than the
+#: paper's SmallCNN, one of them also trained adversarially (robust models read shapes, not textures).
+JUDGES = ("lenet", "mlp", "resnet", "robust")
+_JUDGE_ARCH = {"lenet": "lenet", "mlp": "mlp", "resnet": "resnet", "robust": "resnet"}
+_JUDGE_LR = {"mlp": 0.05}  # natural training's initial rate where 0.01 is too slow (MLP: 96.1% after 5 epochs)
+
+
+def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> dict[str, Any]:
+    """Settings of the judge ``name`` (one of :data:`JUDGES`): its architecture
+    (:data:`~interpretgan.models.JUDGE_ARCHS`), its own seed, the profile's training images; natural training
+    for 5 epochs of SGD 0.01 (MLP 0.05), x0.1 after epoch 3 (1 epoch at the smoke profile), or for ``robust``
+    ATTA-1 + TRADES on the profile's MNIST schedule (the same as the pooling study's)."""
+    if name not in JUDGES:
+        raise ValueError(f"judge must be one of {list(JUDGES)}, got {name!r}")
     p = get_profile(profile)
-    return {"kind": "judge", "version": 1, "arch": "judgecnn", "seed": 1, "n_train": p.n_train, "n_train_seed": 1,
-            "epochs": 1 if p.name == "smoke" else 5, "lr": 0.01, "lr_milestones": [3], "lr_gamma": 0.1,
-            "momentum": 0.9, "weight_decay": 0.0, "batch_size": 128, "exact": fast.resolve_exact(exact)}
+    common = {"kind": "judge", "version": 2, "name": name, "dataset": "mnist", "arch": _JUDGE_ARCH[name],
+              "seed": 1 + JUDGES.index(name), "n_train_seed": 1, "exact": fast.resolve_exact(exact)}
+    if name == "robust":
+        sched = p.atta["mnist"]
+        return {**common, "training": "atta",
+                **{k: (list(v) if isinstance(v, tuple) else v) for k, v in sched.as_dict().items()}}
+    return {**common, "training": "natural", "n_train": p.n_train, "epochs": 1 if p.name == "smoke" else 5,
+            "lr": _JUDGE_LR.get(name, 0.01), "lr_milestones": [3], "lr_gamma": 0.1, "momentum": 0.9,
+            "weight_decay": 0.0, "batch_size": 128}
 
 
-def judge(profile: str = "default", data_root: str | None = None, device: str | torch.device | None = None,
-          progress: bool = True, exact: bool | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The independent judge of explanations, trained once and cached; returns ``(model, info)`` like
-    :func:`classifier` (info: ``key``, ``settings``, ``source``, ``history``, ``test_accuracy``)."""
-    from .models import JudgeCNN
+def judge(profile: str = "default", name: str = "lenet", data_root: str | None = None,
+          device: str | torch.device | None = None, progress: bool = True, exact: bool | None = None,
+          retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The independent judge ``name`` (one of :data:`JUDGES`), trained once and cached (or shipped); returns
+    ``(model, info)`` like :func:`classifier` (info: ``key``, ``settings``, ``source``, ``history``,
+    ``test_accuracy`` on the profile's test images, and for the robust judge ``robust_accuracy``: PGD-40 at
+    its training epsilon on the schedule's evaluation digits, from its training history)."""
+    from .models import JUDGE_ARCHS
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = judge_settings(profile, exact)
+    settings = judge_settings(profile, name, exact)
     exact, key = settings["exact"], cache.settings_key(settings)
     set_seed(settings["seed"])
-    model = JudgeCNN().to(device)
+    model = JUDGE_ARCHS[settings["arch"]]().to(device)
     test = mnist32("test", data_root).subset(get_profile(profile).n_test)
-    folder = cache.entry("classifiers", settings)
-    final = folder / "model.safetensors"
-    if final.is_file():
-        source = "cache"
-        model.load_state_dict(cache.load_weights(final))
-        history = cache.load_checkpoint(folder / "history.pt")
-    elif (f := cache.shipped(key)) is not None:
-        source = "shipped"
-        model.load_state_dict(cache.load_weights(f))
-        history = cache.read_manifest()["files"][f.name].get("history")
-    else:
-        source = "trained"
-        train = mnist32("train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
-        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
-                                lr_milestones=tuple(settings["lr_milestones"]), lr_gamma=settings["lr_gamma"],
-                                momentum=settings["momentum"], batch_size=settings["batch_size"], seed=settings["seed"],
-                                checkpoint=folder / "checkpoint.pt", device=device, progress=progress, exact=exact)
-        cache.save_checkpoint(history, folder / "history.pt")
-        cache.save_weights(model.state_dict(), final, metadata={"key": key})
-    fast.prepare(model.eval(), exact)
-    for q in model.parameters():
-        q.requires_grad_(False)
-    return model, {"key": key, "settings": settings, "source": source, "history": history,
-                   "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
+    folder = cache.entry("judges", settings)
+
+    def fit():
+        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
+        return model.state_dict(), history  # after training: the fast path may have replaced the tensors
+
+    state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
+    model.load_state_dict(state)
+    _ready(model, exact)
+    info = {"key": key, "settings": settings, "source": source, "history": history,
+            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
+    if name == "robust":
+        info["robust_accuracy"] = history["robust_accuracy"][-1]
+    return model, info
+
+
+def judges(profile: str = "default", data_root: str | None = None, device: str | torch.device | None = None,
+           progress: bool = True, exact: bool | None = None, names: tuple[str, ...] = JUDGES) -> dict:
+    """The panel: ``{name: (model, info)}`` for every judge in ``names`` (see :func:`judge`)."""
+    return {name: judge(profile, name, data_root, device, progress, exact) for name in names}
+
+
+def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> str:
+    """Copy a cached judge into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
+    settings = judge_settings(profile, name, exact)
+    folder = cache.entry("judges", settings)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"no trained judge cached for these settings in {folder}; run judge() first")
+    history = cache.load_checkpoint(folder / "history.pt")
+    file = f"mnist-judge-{name}.safetensors"
+    cache.ship(cache.load_weights(folder / "model.safetensors"), file, cache.settings_key(settings), settings,
+               extra={"history": history}, dtype=torch.float16)
+    return file

@@ -1,0 +1,177 @@
+"""How good are explanations: read by whom, how realistic, how faithful to their own input.
+
+Who should use it: ``03_fit_interpretgan`` (and anyone comparing explanation generators). An
+explanation is good when readers other than the classifier f recognise it, not only when f agrees
+with it. Given f, a *panel* of independent judges (``zoo.judges()``: classifiers of other
+architectures, one adversarially trained, never seen by a generator) and explainers per layer:
+
+- :func:`read` runs every reader (f and the judges) on every layer's explanations once;
+- :func:`evaluate` gives, per layer, the share of explanations each reader labels with the true label,
+  the panel's mean and minimum, the Fréchet distance to real digits in each judge's feature space, and
+  two measures of *instance fidelity*: :func:`class_mean_share` (how much of the explanations' pixel
+  variance the class means explain: 1 for per-class templates, about 0.23 for real MNIST digits) and
+  :func:`same_label_distance` (how far apart, in L2, the explanations of two different digits of one
+  label lie; about 9 for real digits);
+- :func:`reference` gives the same measures for real digits (the floors);
+- :func:`frechet_distance` is the FID formula with a numerically stable matrix square root.
+
+Fractions everywhere (0..1); percent is formatting.
+
+Example::
+
+    >>> panel = {name: m for name, (m, _) in zoo.judges("default").items()}
+    >>> table = evaluate(model, panel, explainers, test.subset(2000, seed=3))
+    >>> table[["f", "panel mean", "panel min", "class-mean share"]]
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .attacks import predict
+
+BATCH = 250
+
+
+def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (N x d each):
+    ||mu_a - mu_b||^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a^1/2 S_b S_a^1/2)^1/2).
+
+    The last trace equals FID's Tr((S_a S_b)^1/2) but is computed from symmetric eigendecompositions
+    (negative round-off eigenvalues clipped to zero), so singular covariances (dead ReLU features, fewer
+    samples than dimensions) give a finite answer without scipy's ``sqrtm`` warnings. Float64 throughout."""
+    a, b = np.asarray(features_a, dtype=np.float64), np.asarray(features_b, dtype=np.float64)
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    w, v = np.linalg.eigh(s_a)
+    root_a = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = root_a @ s_b @ root_a
+    cross = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * cross)
+
+
+@torch.no_grad()
+def features(judge: nn.Module, images: torch.Tensor, batch_size: int = 500) -> np.ndarray:
+    """A judge's penultimate features (``judge.features``) of images in [0, 1], as float64 (N x d)."""
+    device = next(judge.parameters()).device
+    out = [judge.features(images[i:i + batch_size].to(device)).double().cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def explain(explainers: dict, images: torch.Tensor, exact: bool | None = None,
+            batch_size: int = BATCH) -> dict[str, torch.Tensor]:
+    """Every layer's explanations of ``images`` (layer -> N x C x H x W in [0, 1], CPU)."""
+    out = {}
+    for layer, expl in explainers.items():
+        device = next(expl.parameters()).device
+        out[layer] = torch.cat([expl(images[i:i + batch_size].to(device), exact).cpu()
+                                for i in range(0, len(images), batch_size)])
+    return out
+
+
+@torch.no_grad()
+def labels_of(reader: nn.Module, images: torch.Tensor, exact: bool | None = None,
+              batch_size: int = 500) -> torch.Tensor:
+    """The labels ``reader`` (any classifier of images in [0, 1]) gives ``images`` (CPU)."""
+    device = next(reader.parameters()).device
+    return torch.cat([predict(reader, images[i:i + batch_size].to(device), exact).cpu()
+                      for i in range(0, len(images), batch_size)])
+
+
+def read(readers: dict[str, nn.Module], explained: dict[str, torch.Tensor],
+         exact: bool | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """Each reader's labels for each layer's explanations: ``{reader: {layer: labels}}``."""
+    return {name: {layer: labels_of(r, x_hat, exact) for layer, x_hat in explained.items()}
+            for name, r in readers.items()}
+
+
+def class_mean_share(images: torch.Tensor, labels: torch.Tensor) -> float:
+    """The share of the images' pixel variance that their class means explain (between-class sum of
+    squares over total sum of squares, pooled over pixels): 1 when every image equals its class's mean
+    (per-class templates), 0 when the class means coincide."""
+    x = images.flatten(1).double()
+    total = ((x - x.mean(0)) ** 2).sum()
+    between = sum(((x[labels == c].mean(0) - x.mean(0)) ** 2).sum() * int((labels == c).sum())
+                  for c in labels.unique())
+    return float(between / total)
+
+
+def same_label_distance(images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> float:
+    """Mean L2 distance (pixels in [0, 1]) between the images of random disjoint pairs of different
+    images that share a label (each label's images shuffled with ``seed`` and paired in turn)."""
+    g = torch.Generator().manual_seed(seed)
+    x, dists = images.flatten(1).double(), []
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        half = len(idx) // 2
+        dists.append((x[idx[:half]] - x[idx[half:2 * half]]).norm(dim=1))
+    return float(torch.cat(dists).mean())
+
+
+def evaluate(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dict, test_set,
+             exact: bool | None = None) -> pd.DataFrame:
+    """One row per layer, for the explanations of ``test_set``'s images (fractions): ``f`` and each judge
+    (share labelled with the true label), ``panel mean``, ``panel min``, ``Fréchet <judge>`` (distance to
+    the real images in that judge's feature space), ``class-mean share`` and ``same-label distance``."""
+    real, labels = test_set.tensors()
+    explained = explain(explainers, real, exact)
+    reads = read({"f": classifier, **panel}, explained, exact)
+    real_features = {name: features(j, real) for name, j in panel.items()}
+    rows = {}
+    for layer, x_hat in explained.items():
+        row = {name: float((reads[name][layer] == labels).double().mean()) for name in reads}
+        judged = [row[name] for name in panel]
+        row.update({"panel mean": float(np.mean(judged)), "panel min": float(np.min(judged))})
+        row.update({f"Fréchet {name}": frechet_distance(features(j, x_hat), real_features[name])
+                    for name, j in panel.items()})
+        row.update({"class-mean share": class_mean_share(x_hat, labels),
+                    "same-label distance": same_label_distance(x_hat, labels)})
+        rows[layer] = row
+    return pd.DataFrame(rows).T
+
+
+def reference(panel: dict[str, nn.Module], test_set, exact: bool | None = None) -> pd.Series:
+    """The same measures for real digits: each judge's accuracy, the Fréchet distance between two disjoint
+    random halves (the floor a perfect generator reaches with this many images), the class-mean share and
+    the same-label distance of the real images."""
+    real, labels = test_set.tensors()
+    perm = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+    half = len(real) // 2
+    row = {name: float((labels_of(j, real, exact) == labels).double().mean()) for name, j in panel.items()}
+    row.update({f"Fréchet {name}": frechet_distance(features(j, real[perm[:half]]), features(j, real[perm[half:2 * half]]))
+                for name, j in panel.items()})
+    row.update({"class-mean share": class_mean_share(real, labels), "same-label distance": same_label_distance(real, labels)})
+    return pd.Series(row, name="real digits")
+
+
+def judge_table(panel: dict[str, tuple[nn.Module, dict]]) -> pd.DataFrame:
+    """The panel as ``zoo.judges()`` returns it, one row per judge: architecture, training, test accuracy (and
+    PGD-40 robust accuracy for the adversarially trained one), where its weights came from (fractions)."""
+    rows = {}
+    for name, (model, info) in panel.items():
+        s = info["settings"]
+        rows[name] = {"architecture": type(model).__name__, "training": s["training"], "seed": s["seed"],
+                      "test accuracy": info["test_accuracy"], "robust accuracy": info.get("robust_accuracy"),
+                      "source": info["source"]}
+    return pd.DataFrame(rows).T
+
+
+#: Targets for clean explanations: the panel's mean accuracy at least this, and no judge below JUDGE_FLOOR.
+PANEL_TARGET, JUDGE_FLOOR = 0.90, 0.80
+
+
+def target_report(table: pd.DataFrame, judges: list[str]) -> str:
+    """Which layers of an :func:`evaluate` table meet the targets (panel mean >= 90%, every judge >= 80%), and
+    where each layer that misses falls short."""
+    misses = []
+    for layer, r in table.iterrows():
+        low = [f"{j} {100 * r[j]:.1f}%" for j in judges if r[j] < JUDGE_FLOOR]
+        if r["panel mean"] < PANEL_TARGET or low:
+            misses.append(f"{layer} (panel mean {100 * r['panel mean']:.1f}%" + (f"; below 80%: {', '.join(low)}" if low else "") + ")")
+    if not misses:
+        return f"every layer meets the targets: panel mean >= {PANEL_TARGET:.0%} and no judge below {JUDGE_FLOOR:.0%}"
+    return f"{len(table) - len(misses)} of {len(table)} layers meet the targets; missed: " + "; ".join(misses)
