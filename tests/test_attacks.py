@@ -64,7 +64,7 @@ def test_attacks_do_not_touch_model_weights_or_mode(weak_model, batch):
 
 def test_make_attack_names_and_steps():
     assert isinstance(make_attack("fgsm", 0.3), FGSM)
-    p = make_attack("pgd40", "8/255")
+    p = make_attack("pgd40", 8 / 255)
     assert type(p) is PGD and p.steps == 40 and p.alpha == 0.01 and p.eps == pytest.approx(8 / 255)
     m = make_attack("mpgd20", 0.3, alpha=0.02)
     assert type(m) is MPGD and m.steps == 20 and m.alpha == 0.02

@@ -19,15 +19,15 @@ def test_settings_key_separates_profiles_poolings_and_seeds():
 
 def test_smoke_classifier_is_trained_once_then_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
-    m1, info1 = zoo.classifier("smoke", "avg", progress=False)
+    m1, info1 = zoo.classifier("smoke", pooling="avg", progress=False)
     assert info1["source"] == "trained" and info1["test_accuracy"] > 0.8 and info1["n_test"] == 1000
-    m2, info2 = zoo.classifier("smoke", "avg", progress=False)
+    m2, info2 = zoo.classifier("smoke", pooling="avg", progress=False)
     assert info2["source"] == "cache" and info2["key"] == info1["key"]
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
         assert torch.equal(a, b)
     assert info2["history"]["test_accuracy"] == info1["history"]["test_accuracy"]
-    r1 = zoo.adversarial_set(m2, info2, "fgsm", 0.3, 50, progress=False)
-    r2 = zoo.adversarial_set(m2, info2, "fgsm", 0.3, 50, progress=False)
+    r1 = zoo.adversarial_set(m2, info2, "fgsm", epsilon=0.3, n_images=50, progress=False)
+    r2 = zoo.adversarial_set(m2, info2, "fgsm", epsilon=0.3, n_images=50, progress=False)
     assert torch.equal(r1.x_adv, r2.x_adv) and r1.robust_accuracy == r2.robust_accuracy
 
 
@@ -108,6 +108,6 @@ def test_smoke_judges_are_trained_then_cached_with_their_trained_weights(tmp_pat
         # the weights kept are the trained ones: accuracy now equals the last epoch's (same test digits)
         assert info["source"] == "trained"
         assert info["test_accuracy"] == pytest.approx(info["history"]["test_accuracy"][-1], abs=0.01), name
-        again, info2 = zoo.judge("smoke", name, progress=False)
+        again, info2 = zoo.judge("smoke", name=name, progress=False)
         assert info2["source"] == "cache" and info2["test_accuracy"] == info["test_accuracy"]
     assert min(info["test_accuracy"] for name, (_, info) in panel.items() if name != "robust") > 0.8

@@ -1,10 +1,23 @@
 """interpretgan: reproduction package for *Understanding and Diagnosing Vulnerability under
 Adversarial Attacks* (Zheng, Zhang, Lee, Prakash).
 
-Read the modules top to bottom in this order: ``data`` (MNIST at 32x32), ``models`` (the paper's
-classifier, split at any layer), ``attacks`` (FGSM, PGD, M-PGD), ``training`` (natural training),
-``cache`` and ``zoo`` (results through the artifact cache), ``params`` and ``profiles`` (notebook
-parameters), ``plots``. The notebooks in ``notebooks/`` call these and show the results.
+The modules, bottom layer first (each imports only from the lines above it; a test checks it):
+
+- ``paths`` (repository, data, artifact and weights folders), ``fast`` (the fast path: mixed precision,
+  channels-last, threads), ``cache`` (cache keys, atomic writes, safe loading, shipped weights);
+- ``data`` (MNIST at 32x32, CIFAR-10, in-memory image sets), ``models`` (the paper's classifiers with a
+  pooling switch, split at any layer; the judges' architectures; ``eval_mode``, ``freeze``);
+- ``attacks`` (FGSM, PGD, M-PGD; attack names; accuracy), ``training`` (natural and ATTA-1 + TRADES
+  training, resumable, DDP), ``gan`` (InterpretGAN: compression networks, progressive G and D, fitting);
+- ``profiles`` (smoke, default, paper), ``params`` (notebook parameters, checked at the notebook edge);
+- ``zoo`` (classifiers, adversarial sets, explainers and judges through the artifact cache);
+- ``quality`` (explanations judged by a panel, Fréchet distances, instance fidelity), ``robustness`` (the
+  pooling study), ``attribution`` (Captum baselines);
+- ``diagnosis`` (Acc_i / Vul_i, the controls, the max-pool study, the scaling curve);
+- ``plots`` and ``interactive`` (figures and widgets); ``bench`` (``make bench``), ``reproduce``
+  (``make reproduce``), ``distributed`` (ATTA under torchrun).
+
+The notebooks in ``notebooks/`` call these and show the results.
 """
 
 __version__ = "0.1.0"

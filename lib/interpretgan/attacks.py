@@ -9,7 +9,7 @@ Example::
 
     >>> atk = PGD(eps=0.3, alpha=0.01, steps=40)
     >>> x_adv = atk(model, x, y)            # same shape as x, |x_adv - x| <= eps, in [0, 1]
-    >>> atk = make_attack("mpgd40", eps="8/255")
+    >>> atk = make_attack("mpgd40", eps=8 / 255)
 
 Arguments common to all: ``eps`` (l_inf radius, in pixel units of images scaled to [0, 1]).
 Shape: x (N, C, H, W) in [0, 1], y (N,) int64; returns x_adv (N, C, H, W) in [0, 1].
@@ -26,15 +26,37 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import fast
-from .params import parse_epsilon
+from .models import eval_mode
 
 #: Default PGD step size per dataset (the authors' ATTA evaluation code: 0.01 on MNIST).
 DEFAULT_STEP = {"mnist": 0.01, "cifar10": 0.003}
 ATTACK_FORMS = ("fgsm", "pgd<k>", "mpgd<k>")
-_NAME = re.compile(r"^(fgsm|pgd(\d+)|mpgd(\d+))$")
+#: The one grammar of attack names: fgsm, pgd<k>, mpgd<k> with k a positive integer.
+ATTACK_NAME = re.compile(r"^(fgsm|pgd([1-9]\d*)|mpgd([1-9]\d*))$")
 
 
-def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+def parse_attack_name(name: str) -> tuple[str, int]:
+    """``("fgsm", 1)``, ``("pgd", k)`` or ``("mpgd", k)`` from an attack's short name; ValueError otherwise."""
+    m = ATTACK_NAME.match(str(name).strip().lower())
+    if not m:
+        raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} (k a positive integer), got {name!r}")
+    if m.group(1) == "fgsm":
+        return "fgsm", 1
+    return ("pgd", int(m.group(2))) if m.group(2) else ("mpgd", int(m.group(3)))
+
+
+def check_epsilon(eps: float) -> float:
+    """``eps`` as a float when it is a number in (0, 1] (an l_inf radius for images in [0, 1]), else ValueError.
+    Attacks take numbers only; :func:`interpretgan.params.parse_epsilon` turns strings such as "8/255" into one."""
+    if isinstance(eps, (str, bytes, bool)) or not isinstance(eps, (int, float)) and not hasattr(eps, "__float__"):
+        raise ValueError(f"eps must be a number in (0, 1], got {eps!r} (parse strings with interpretgan.params.parse_epsilon)")
+    value = float(eps)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"eps must lie in (0, 1] (images are in [0, 1]), got {eps!r}")
+    return value
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
     """Gradient (fp32, same shape as ``x``) of the summed cross-entropy with respect to the input,
     the forward pass in the fast path's precision unless ``exact``; model weights untouched."""
     x = fast.to_memory_format(x.detach(), exact).requires_grad_(True)
@@ -46,7 +68,7 @@ def _input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor, exact: bool 
     return grad
 
 
-def _project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Clip ``x_adv`` into the l_inf ball of radius ``eps`` around ``x`` and into [0, 1]."""
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
@@ -55,15 +77,15 @@ class FGSM:
     """Fast gradient sign method: x + eps * sign(grad), clipped to [0, 1].
 
     Arguments:
-        eps: l_inf radius (float or "a/b" string).
+        eps: l_inf radius, a number in (0, 1].
         exact: plain fp32 (True) or the fast path (False); None reads $INTERPRETGAN_EXACT.
     """
 
-    def __init__(self, eps: float | str = 0.3, exact: bool | None = None):
-        self.eps, self.exact = parse_epsilon(eps), fast.resolve_exact(exact)
+    def __init__(self, eps: float = 0.3, exact: bool | None = None):
+        self.eps, self.exact = check_epsilon(eps), fast.resolve_exact(exact)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        grad = _input_grad(model, x, y, self.exact)
+        grad = input_grad(model, x, y, self.exact)
         return (x + self.eps * grad.sign()).clamp_(0.0, 1.0).detach()
 
     def settings(self) -> dict:
@@ -79,7 +101,7 @@ class PGD:
     """Projected gradient descent (Madry et al.), l_inf, k steps of size alpha, random start.
 
     Arguments:
-        eps: l_inf radius (float or "a/b" string).
+        eps: l_inf radius, a number in (0, 1].
         alpha: step size (0.01 on MNIST in the authors' code).
         steps: number of steps k.
         random_start: start from x + uniform(-eps, eps) (clipped to [0, 1]).
@@ -88,9 +110,9 @@ class PGD:
 
     momentum = False
 
-    def __init__(self, eps: float | str = 0.3, alpha: float = 0.01, steps: int = 40, random_start: bool = True,
+    def __init__(self, eps: float = 0.3, alpha: float = 0.01, steps: int = 40, random_start: bool = True,
                  exact: bool | None = None):
-        self.eps, self.alpha, self.steps, self.random_start = parse_epsilon(eps), float(alpha), int(steps), random_start
+        self.eps, self.alpha, self.steps, self.random_start = check_epsilon(eps), float(alpha), int(steps), random_start
         self.exact = fast.resolve_exact(exact)
         if self.steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
@@ -112,11 +134,11 @@ class PGD:
         g = torch.zeros_like(x)
         out = {}
         for k in range(1, at[-1] + 1):
-            grad = _input_grad(model, x_adv, y, self.exact)
+            grad = input_grad(model, x_adv, y, self.exact)
             if self.momentum:  # M-PGD: sign of the running sum of raw gradients
                 g = g + grad
                 grad = g
-            x_adv = _project(x_adv + self.alpha * grad.sign(), x, self.eps)
+            x_adv = project(x_adv + self.alpha * grad.sign(), x, self.eps)
             if k in at:
                 out[k] = x_adv.detach()
         return out
@@ -140,22 +162,18 @@ class MPGD(PGD):
     momentum = True
 
 
-def make_attack(name: str, eps: float | str = 0.3, dataset: str = "mnist", alpha: float | None = None,
+def make_attack(name: str, eps: float = 0.3, dataset: str = "mnist", alpha: float | None = None,
                 exact: bool | None = None):
     """An attack from its short name: ``fgsm``, ``pgd<k>`` (e.g. pgd40) or ``mpgd<k>`` (e.g. mpgd40).
 
     The step size defaults to the authors' value for the dataset (``DEFAULT_STEP``); ``exact`` as in
     :class:`PGD`.
     """
-    m = _NAME.match(str(name).strip().lower())
-    if not m:
-        raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} (k a positive integer), got {name!r}")
+    kind, steps = parse_attack_name(name)
     alpha = DEFAULT_STEP[dataset] if alpha is None else alpha
-    if m.group(1) == "fgsm":
+    if kind == "fgsm":
         return FGSM(eps, exact=exact)
-    if m.group(2):
-        return PGD(eps, alpha=alpha, steps=int(m.group(2)), exact=exact)
-    return MPGD(eps, alpha=alpha, steps=int(m.group(3)), exact=exact)
+    return (PGD if kind == "pgd" else MPGD)(eps, alpha=alpha, steps=steps, exact=exact)
 
 
 @dataclass
@@ -178,7 +196,7 @@ class AttackResult:
         return (self.pred_adv == self.labels).sum().item() / len(self.labels)
 
 
-def _batch_size(batch_size: int | None, device: str | torch.device, dataset) -> int:
+def batch_size_for(batch_size: int | None, device: str | torch.device, dataset) -> int:
     """``batch_size``, or the fast path's inference batch size for ``dataset``'s images on ``device``."""
     return batch_size or fast.inference_batch_size(device, int(np.prod(dataset.shape)))
 
@@ -200,12 +218,10 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
     device; ``exact`` (None: the attack's own setting) is used for the predictions.
     """
     exact = getattr(attack, "exact", None) if exact is None else exact
-    batch_size = _batch_size(batch_size, device, dataset)
-    was_training = model.training
-    model.eval()
+    batch_size = batch_size_for(batch_size, device, dataset)
     preds_c, preds_a, advs = [], [], []
     name = name or repr(attack)
-    try:
+    with eval_mode(model):
         batches = dataset.batches(batch_size, device=device)
         for x, y, _ in tqdm(batches, total=dataset.n_batches(batch_size), desc=name, disable=not progress):
             x_adv = attack(model, x, y)
@@ -213,8 +229,6 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
             preds_a.append(predict(model, x_adv, exact).cpu())
             if keep_images:
                 advs.append(x_adv.cpu())
-    finally:
-        model.train(was_training)
     return AttackResult(name, dataset.labels.clone(), torch.cat(preds_c), torch.cat(preds_a),
                         torch.cat(advs) if keep_images else None)
 
@@ -222,13 +236,11 @@ def run_attack(model: nn.Module, attack, dataset, batch_size: int | None = None,
 def accuracy(model: nn.Module, dataset, batch_size: int | None = None, device: str | torch.device = "cpu",
              exact: bool | None = None) -> float:
     """Clean accuracy (fraction in [0, 1]) of ``model`` on an ImageSet, in eval mode."""
-    batch_size = _batch_size(batch_size, device, dataset)
-    was_training = model.training
-    model.eval()
+    batch_size = batch_size_for(batch_size, device, dataset)
     correct = 0
-    for x, y, _ in dataset.batches(batch_size, device=device):
-        correct += int((predict(model, x, exact) == y).sum())
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y, _ in dataset.batches(batch_size, device=device):
+            correct += int((predict(model, x, exact) == y).sum())
     return correct / len(dataset)
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .models import eval_mode
+
 METHODS = ("DeepLift", "Saliency", "InputXGradient", "IntegratedGradients", "Occlusion")
 
 
@@ -28,10 +30,8 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods must be among {list(METHODS)}, got {bad}")
-    was_training = model.training
-    model.eval()
     x = x.detach().contiguous().float()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             target = model(x).argmax(1) if target is None else target
         out = {}
@@ -51,6 +51,4 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
                 a = ca.Occlusion(model).attribute(inp, sliding_window_shapes=(c, 4, 4), strides=(c, 2, 2),
                                                   baselines=0.0, target=target)
             out[name] = a.detach()
-    finally:
-        model.train(was_training)
     return out

@@ -32,10 +32,11 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-from . import fast, gan, paths
+from . import cache, fast, gan, paths, zoo
 from .attacks import PGD, FGSM, run_attack
 from .cache import write_json
-from .models import SmallCNN
+from .data import mnist32
+from .models import SmallCNN, freeze
 from .profiles import get_profile
 from .training import natural_step
 
@@ -108,9 +109,7 @@ def pgd_speed(device: torch.device) -> dict[str, float]:
     x, y = _random_batch(PGD_BATCH, device)
     res = {}
     for tag, exact in (("fp32", True), ("fast", False)):
-        model = fast.prepare(SmallCNN().to(device).eval(), exact)
-        for q in model.parameters():
-            q.requires_grad_(False)
+        model = freeze(fast.prepare(SmallCNN().to(device).eval(), exact))
         atk = PGD(0.3, 0.01, 40, exact=exact)
         res[tag] = 40 * PGD_BATCH / timed(lambda: atk(model, x, y), device, min_seconds=4, warmup=1)
         if tag == "fp32":
@@ -150,7 +149,7 @@ class _DispatchFlops(TorchDispatchMode):
 def _gan_setup(device: torch.device, exact: bool, layer: str = GAN_LAYER):
     """The paper's MNIST model (frozen), a batch and fresh InterpretGAN nets at the default widths for ``layer``."""
     settings = get_profile("default").gan
-    model = gan.freeze(fast.prepare(SmallCNN().to(device).eval(), exact))
+    model = freeze(fast.prepare(SmallCNN().to(device).eval(), exact))
     x, _ = _random_batch(settings.batch_size, device)
     x = fast.to_memory_format(x, exact)
     shape = tuple(gan.latent_of(model, x[:1], layer).shape[1:])
@@ -186,11 +185,8 @@ def gan_speed(device: torch.device, layer: str = GAN_LAYER) -> dict[str, float]:
 def science(progress: bool = True) -> dict:
     """Fast path against fp32 at full scale, on the CPU: robust accuracy (PGD-40, FGSM, all 10,000 test
     digits) of the default natural max-pool model, and the test accuracy of that model trained both ways."""
-    from . import zoo
-    from .data import mnist32
-
     test = mnist32("test")
-    models = {tag: zoo.classifier("default", "max", exact=exact, device="cpu", progress=progress)
+    models = {tag: zoo.classifier("default", pooling="max", exact=exact, device="cpu", progress=progress)
               for tag, exact in (("fast", False), ("fp32", True))}
     model = models["fast"][0]
     out = {"model": "default profile, natural, max pooling", "n_images": len(test),
@@ -226,15 +222,12 @@ def gan_science(progress: bool = True) -> dict:
     """Fast path against fp32 for InterpretGAN: the default profile's generator for ``GAN_SCIENCE_LAYER`` of the
     natural max-pool model fitted both ways (same seed; resumable, kept under ``<artifacts>/bench/``), and the
     share of 2,000 test digits whose explanation f labels right, each way."""
-    from . import cache, zoo
-    from .data import mnist32
-
     settings = get_profile("default").gan
     test = mnist32("test").subset(2_000, seed=3)
     train = mnist32("train").subset(settings.n_train, seed=0)
     out = {"layer": GAN_SCIENCE_LAYER, "n_images": len(test), "images": list(settings.images)}
     for tag, exact in (("fast", False), ("fp32", True)):
-        model, _ = zoo.classifier("default", "max", exact=exact, device="cpu", progress=progress)
+        model, _ = zoo.classifier("default", pooling="max", exact=exact, device="cpu", progress=progress)
         folder = paths.artifacts_root() / "bench" / f"interpretgan-{GAN_SCIENCE_LAYER}-{tag}"
         final = folder / "explainer.safetensors"
         if final.is_file():

@@ -316,3 +316,16 @@ def cifar10(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
     with atomic_path(cached) as tmp:
         save_file({"images": x, "labels": y}, str(tmp))
     return ImageSet(x, y, torch.arange(len(y)), name)
+
+
+#: The datasets of the zoo: 32x32 MNIST (:func:`mnist32`) and CIFAR-10 (:func:`cifar10`).
+DATASETS = ("mnist", "cifar10")
+
+
+def load(dataset: str, split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
+    """The ImageSet of ``dataset`` (one of :data:`DATASETS`) and ``split`` ("train" | "test")."""
+    if dataset == "mnist":
+        return mnist32(split, data_root)
+    if dataset == "cifar10":
+        return cifar10(split, data_root)
+    raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")

@@ -40,7 +40,7 @@ from torch import nn
 from . import cache, gan, quality, zoo
 from .attacks import AttackResult, run_attack
 from .data import mnist32
-from .models import LAYERS
+from .models import LAYERS, eval_mode
 
 
 def layer_correctness(model: nn.Module, explainers: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -176,10 +176,8 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     ReLU, where the argmax is an arbitrary choice). Columns: ``changed``, ``changed_untied``,
     ``tied`` (fraction of windows tied in either input), ``windows`` (count)."""
     device = next(iter(model.parameters()), x).device
-    was_training = model.training
-    model.eval()
     totals: dict[str, np.ndarray] = {}
-    try:
+    with eval_mode(model):
         for i in range(0, len(x), batch_size):
             nat = _pool_inputs(model, x[i:i + batch_size].to(device).float())
             adv = _pool_inputs(model, x_adv[i:i + batch_size].to(device).float())
@@ -197,8 +195,6 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                     tied = torch.zeros_like(changed)
                 t = totals.setdefault(name, np.zeros(4))
                 t += [changed.sum().item(), (changed & ~tied).sum().item(), tied.sum().item(), changed.numel()]
-    finally:
-        model.train(was_training)
     rows = {name: {"changed": c / n, "changed_untied": cu / max(n - ti, 1), "tied": ti / n, "windows": int(n)}
             for name, (c, cu, ti, n) in totals.items()}
     return pd.DataFrame(rows).T
@@ -362,12 +358,15 @@ def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training:
     """:func:`diagnose` for the paper's MNIST model of these settings, everything through the artifact
     cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images`` test digits, one explainer per
     layer, fitted or shipped, and with ``judges`` the profile's panel, :func:`interpretgan.zoo.judges`)."""
-    model, info = zoo.classifier(profile, pooling, training, 0, data_root, progress=progress, exact=exact)
-    d_star = zoo.adversarial_set(model, info, attack, epsilon, n_images, seed=seed, data_root=data_root,
-                                 progress=progress)
-    explainers = {layer: zoo.explainer(profile, pooling, training, layer, 0, data_root, progress=progress,
-                                       exact=exact, classifier_model=(model, info))[0] for layer in LAYERS}
-    panel = ({name: m for name, (m, _) in zoo.judges(profile, data_root, progress=progress, exact=exact).items()}
+    model, info = zoo.classifier(profile, pooling=pooling, training=training, data_root=data_root, progress=progress,
+                                 exact=exact)
+    d_star = zoo.adversarial_set(model, info, attack, epsilon=epsilon, n_images=n_images, seed=seed,
+                                 data_root=data_root, progress=progress)
+    explainers = {layer: zoo.explainer(profile, pooling=pooling, training=training, layer=layer, data_root=data_root,
+                                       progress=progress, exact=exact, classifier_model=(model, info))[0]
+                  for layer in LAYERS}
+    panel = ({name: m for name, (m, _) in zoo.judges(profile, data_root=data_root, progress=progress,
+                                                     exact=exact).items()}
              if judges else None)
     test = mnist32("test", data_root).subset(n_images)
     return _diagnosis(model, explainers, d_star, test, panel, epsilon if noise else None, seed,
@@ -463,6 +462,15 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
 SCALING_FACTORS = (1, 4, 16)
 
 
+def scaling_fits_shipped(profile: str = "default", training: str = "natural",
+                         layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] = SCALING_FACTORS,
+                         exact: bool | None = None) -> bool:
+    """Whether every generator of the scaling curve ships in ``weights/`` (so :func:`scaling_curve` fits nothing)."""
+    return all(cache.shipped(cache.settings_key(zoo.explainer_settings(profile, "max", training, layer, exact=exact,
+                                                                       schedule_factor=k))) is not None
+               for layer in layers for k in factors)
+
+
 def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
                   factors: tuple[int, ...] = SCALING_FACTORS, attack: str = "pgd40", epsilon: float = 0.3,
                   n_images: int | None = None, data_root: str | None = None, progress: bool = True,
@@ -472,16 +480,20 @@ def scaling_curve(profile: str = "default", training: str = "natural", layers: t
     fitted), and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
     and ``Acc_i (panel)`` on D*, ``clean (f)`` and ``clean (panel)`` (explanations of the natural digits
     labelled right), ``class-mean share`` of the clean explanations, and the paper's Acc_i (fractions)."""
-    model, info = zoo.classifier(profile, "max", training, 0, data_root, progress=progress, exact=exact)
-    d_star = zoo.adversarial_set(model, info, attack, epsilon, n_images, data_root=data_root, progress=progress)
-    panel = {name: m for name, (m, _) in zoo.judges(profile, data_root, progress=progress, exact=exact).items()}
+    model, info = zoo.classifier(profile, pooling="max", training=training, data_root=data_root, progress=progress,
+                                 exact=exact)
+    d_star = zoo.adversarial_set(model, info, attack, epsilon=epsilon, n_images=n_images, data_root=data_root,
+                                 progress=progress)
+    panel = {name: m for name, (m, _) in zoo.judges(profile, data_root=data_root, progress=progress,
+                                                    exact=exact).items()}
     natural = mnist32("test", data_root).subset(n_images).tensors()[0]
     labels, exact = d_star.labels, info["settings"]["exact"]
     rows = {}
     for layer in layers:
         for k in factors:
-            expl, e_info = zoo.explainer(profile, "max", training, layer, 0, data_root, progress=progress, exact=exact,
-                                         classifier_model=(model, info), schedule_factor=k)
+            expl, e_info = zoo.explainer(profile, pooling="max", training=training, layer=layer, data_root=data_root,
+                                         progress=progress, exact=exact, classifier_model=(model, info),
+                                         schedule_factor=k)
             reads_adv = quality.read({"f": model, **panel}, quality.explain({layer: expl}, d_star.x_adv, exact), exact)
             clean = quality.explain({layer: expl}, natural, exact)
             reads_clean = quality.read({"f": model, **panel}, clean, exact)

@@ -25,6 +25,10 @@ import torch
 import torch.distributed as dist
 
 from . import fast
+from .data import DATASETS
+from .models import POOLINGS
+from .profiles import PROFILES
+from .zoo import classifier
 
 
 def init(backend: str | None = None) -> torch.device:
@@ -43,14 +47,13 @@ def init(backend: str | None = None) -> torch.device:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from .zoo import classifier
 
     ap = argparse.ArgumentParser(prog="torchrun ... -m interpretgan.distributed",
                                  description="ATTA-1 + TRADES training of one zoo model with DistributedDataParallel.")
-    ap.add_argument("--profile", default="default", choices=["smoke", "default", "paper"])
-    ap.add_argument("--dataset", default="mnist", choices=["mnist", "cifar10"])
+    ap.add_argument("--profile", default="default", choices=list(PROFILES))
+    ap.add_argument("--dataset", default="mnist", choices=list(DATASETS))
     ap.add_argument("--arch", default=None, help="cifar10 only: vgg16 | wrn")
-    ap.add_argument("--pooling", default="max", choices=["max", "avg"])
+    ap.add_argument("--pooling", default="max", choices=list(POOLINGS))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--exact", action="store_true", help="plain fp32 instead of the fast path")

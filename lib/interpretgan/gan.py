@@ -39,6 +39,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import fast
+from .attacks import predict
+from .models import freeze
 from .cache import atomic_path, load_checkpoint, save_checkpoint
 from .data import to_float
 
@@ -220,6 +222,7 @@ class GANSettings:
     regularisation (Karras et al. 2020, StyleGAN2): the gradient penalty is computed on every
     ``gp_every``-th critic step only, weighted by ``gp_every`` so that its average weight is unchanged; 1 is
     plain WGAN-GP. The penalty's double backward is about a third of a critic-and-generator step at 32x32.
+    ``critic_steps`` critic updates precede each generator update (on the same batch; progressive GAN: 1).
     """
 
     code_dim: int = 128
@@ -230,6 +233,7 @@ class GANSettings:
     betas: tuple[float, float] = (0.0, 0.99)
     gp_weight: float = 10.0            # WGAN-GP
     gp_every: int = 1                  # critic steps per gradient penalty (lazy regularisation; 1: every step)
+    critic_steps: int = 1              # critic updates per generator update, on the same batch (WGAN-GP: 5)
     drift: float = 0.001               # progressive GAN's drift term on D(real)^2
     interpretability: float = 1.0      # lambda; 0 gives a plain GAN conditioned on C(l)
     ema: float = 0.999
@@ -393,13 +397,6 @@ def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANS
     return _Nets(C, G, D, C_ema, G_ema, opt_g, opt_d)
 
 
-def freeze(model: nn.Module) -> nn.Module:
-    """``model`` with ``requires_grad`` off for every parameter (in place; returned)."""
-    for q in model.parameters():
-        q.requires_grad_(False)
-    return model
-
-
 def real_images(x: torch.Tensor, scale: int, alpha: float) -> torch.Tensor:
     """Images ``x`` in [0, 1] as the critic sees them at ``scale``: in [-1, 1], average-pooled to the scale's
     resolution and, while the scale fades in (``alpha`` < 1), blended with the previous resolution."""
@@ -494,7 +491,10 @@ def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, 
     rec: dict[str, Any] = {"scale": scale, "alpha": alpha, "loss_d": float("nan"), "gp": None,
                            "loss_g": float("nan"), "loss_i": float("nan"), "pixel": float("nan")}
     if not settings.pixel_loss:
-        rec["loss_d"], rec["gp"] = critic_step(nets, real, fake, scale, alpha, settings, step, exact)
+        for k in range(settings.critic_steps):
+            rec["loss_d"], gp = critic_step(nets, real, fake, scale, alpha, settings, step * settings.critic_steps + k,
+                                            exact)
+            rec["gp"] = gp if gp is not None else rec["gp"]
     rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact))
     return rec
 
@@ -604,8 +604,6 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
 def explanation_accuracy(judge: nn.Module, explainer: Explainer, test_set, batch_size: int = 250,
                          exact: bool | None = None, labels: torch.Tensor | None = None) -> float:
     """Fraction of ``test_set`` whose explanation ``judge`` assigns the true label (or ``labels``)."""
-    from .attacks import predict
-
     device = next(explainer.parameters()).device
     labels = test_set.labels if labels is None else labels
     correct = 0
@@ -639,8 +637,6 @@ def explain_layers(classifier: nn.Module, explainers: dict, x: torch.Tensor, exa
                    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """For images ``x``: each layer's explanation (layer -> N x C x H x W in [0, 1], CPU) and the
     classifier's label for it (layer -> N labels, CPU)."""
-    from .attacks import predict
-
     explained, labels = {}, {}
     for layer, expl in explainers.items():
         x_hat = expl(x, exact)

@@ -14,6 +14,7 @@ from torch import nn
 
 from . import plots
 from .attacks import PGD, predict
+from .diagnosis import layer_correctness
 from .gan import explain_layers
 
 
@@ -76,7 +77,6 @@ def accuracy_vs_epsilon(model: nn.Module, explainers: dict, test_set, epsilons, 
                         batch_size: int = 250) -> pd.DataFrame:
     """Acc_i (fraction of ``test_set`` whose layer-i explanation of the PGD-40 image f labels correctly)
     for each epsilon in ``epsilons``: rows epsilon, columns "input" (plain robust accuracy) and layers."""
-    from .diagnosis import layer_correctness
 
     device = next(model.parameters()).device
     x, y = test_set.tensors()

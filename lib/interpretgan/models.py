@@ -27,6 +27,9 @@ Example::
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import pandas as pd
 import torch
 from torch import nn
@@ -36,6 +39,24 @@ LAYERS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3")
 ARCHS = ("smallcnn", "vgg16", "wrn34_10")
 VGG16_LAYERS = ("block1", "block2", "block3", "block4", "block5", "fc")
 WRN_LAYERS = ("conv1", "block1", "block2", "block3", "head")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block with ``model`` in eval mode; its train/eval mode is restored afterwards, also on errors."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """``model`` with ``requires_grad`` off for every parameter (in place; returned)."""
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return model
 
 
 def _pool(pooling: str) -> nn.Module:
@@ -379,15 +400,10 @@ def latent_shapes(model: nn.Module, input_shape: tuple[int, ...] = (1, 32, 32)) 
     (e.g. (3, 32, 32) for the CIFAR-10 models). Runs in eval mode, so batch-norm statistics are
     neither used from the batch nor updated; the model's mode is restored afterwards."""
     shapes, x = {}, torch.zeros(1, *input_shape, device=next(model.parameters()).device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for name in model.layer_names:
-                x = getattr(model, name)(x)
-                shapes[name] = tuple(x.shape[1:])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for name in model.layer_names:
+            x = getattr(model, name)(x)
+            shapes[name] = tuple(x.shape[1:])
     return shapes
 
 

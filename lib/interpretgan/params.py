@@ -6,17 +6,22 @@ papermill as strings too (``-p epsilon 8/255``, ``-p retrain true``); a bad valu
 """
 from __future__ import annotations
 
-import os
-import re
 from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any, Iterable
 
-PROFILES = ("smoke", "default", "paper")
-POOLINGS = ("max", "avg")
-TRAININGS = ("natural", "atta")
 DEFAULT_ATTACKS = ("fgsm", "pgd40", "pgd100", "mpgd40")
-_ATTACK = re.compile(r"^(fgsm|pgd[1-9]\d*|mpgd[1-9]\d*)$")
+
+
+def allowed_choices() -> dict[str, tuple[str, ...]]:
+    """The allowed values of the choice parameters, each defined next to what it names: profiles
+    (:data:`interpretgan.profiles.PROFILES`), poolings (:data:`interpretgan.models.POOLINGS`), trainings
+    (:data:`interpretgan.training.TRAININGS`). Imported here, on first use, to keep this module free of torch."""
+    from .models import POOLINGS
+    from .profiles import PROFILES
+    from .training import TRAININGS
+
+    return {"profile": tuple(PROFILES), "pooling": POOLINGS, "training": TRAININGS}
 
 
 class ParameterError(ValueError):
@@ -48,7 +53,9 @@ def parse_attacks(value: Any) -> list[str]:
     """A list of attack names from a list or a comma-separated string; each fgsm, pgd<k> or mpgd<k>."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(v).strip().lower() for v in items if str(v).strip()]
-    bad = [n for n in names if not _ATTACK.match(n)]
+    from .attacks import ATTACK_NAME
+
+    bad = [n for n in names if not ATTACK_NAME.match(n)]
     if bad or not names:
         raise ParameterError(f"parameter 'attacks' takes names of the forms fgsm, pgd<k>, mpgd<k> "
                              f"(k a positive integer, e.g. {', '.join(DEFAULT_ATTACKS)}); got {value!r}")
@@ -138,15 +145,10 @@ def parse_exact(value: Any) -> bool:
     return resolve_exact(None if unset else parse_bool(value, "exact"))
 
 
-def default_profile() -> str:
-    """The profile a notebook uses when none is given: $INTERPRETGAN_PROFILE, else "default"."""
-    return os.environ.get("INTERPRETGAN_PROFILE", "default")
-
-
 _PARSERS = {
-    "profile": lambda v: choice("profile", v, PROFILES),
-    "pooling": lambda v: choice("pooling", v, POOLINGS),
-    "training": lambda v: choice("training", v, TRAININGS),
+    "profile": lambda v: choice("profile", v, allowed_choices()["profile"]),
+    "pooling": lambda v: choice("pooling", v, allowed_choices()["pooling"]),
+    "training": lambda v: choice("training", v, allowed_choices()["training"]),
     "epsilon": parse_epsilon,
     "layers": parse_layers,
     "images": parse_images,
@@ -168,7 +170,7 @@ def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, **params
     from .profiles import get_profile
 
     extra_choices = extra_choices or {}
-    allowed = {"profile": PROFILES, "pooling": POOLINGS, "training": TRAININGS}
+    allowed = allowed_choices()
     out = {}
     for name, value in params.items():
         if name not in _PARSERS:

@@ -11,6 +11,8 @@ import numpy as np
 import seaborn as sns
 import torch
 
+from .diagnosis import vulnerable_layers
+
 
 def learning_curve(history: dict, title: str = "Natural training", robust_label: str = "robust (PGD check)"
                    ) -> plt.Figure:
@@ -206,7 +208,6 @@ def vulnerability_bars(tables: dict, paper: dict | None = None, title: str = "")
     :func:`interpretgan.diagnosis.vulnerability`), the paper's values (``paper``: name -> {"acc": {layer: %},
     "vul": {layer: %}}) as black ticks; layers whose
     Vul_i interval lies above zero and above the mean are marked vulnerable (hatched)."""
-    from .diagnosis import vulnerable_layers
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
     names = list(tables)

@@ -9,7 +9,8 @@ Where default differs from paper, the field says so in ``notes``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+
+from .gan import GANSettings
 
 
 @dataclass(frozen=True)
@@ -52,12 +53,6 @@ PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
                      "wrn": {"arch": "wrn", "depth": 34, "widen_factor": 10}}
 
 
-def _gan(**kw):
-    from .gan import GANSettings
-
-    return GANSettings(**kw)
-
-
 @dataclass(frozen=True)
 class Profile:
     """Sizes and schedules of one profile (None means the whole split)."""
@@ -81,7 +76,7 @@ class Profile:
     n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3
     cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
     # InterpretGAN: the paper's 6 epochs at each of the first three scales and 12 at the last, lr 0.001
-    gan: Any = field(default_factory=lambda: _gan(code_dim=128, channels=(128, 128, 128, 128), batch_size=64,
+    gan: GANSettings = field(default_factory=lambda: GANSettings(code_dim=128, channels=(128, 128, 128, 128), batch_size=64,
                                                   images=(360_000, 360_000, 360_000, 720_000), ema=0.999,
                                                   checkpoint_every=60_000))
     ablation_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the lambda = 0 fit
@@ -116,7 +111,7 @@ PROFILES = {
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
                      pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
-                     gan=_gan(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(256, 256, 256, 512),
+                     gan=GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(256, 256, 256, 512),
                               ema=0.9, n_train=2_000, checkpoint_every=640),
                      ablation_images=(128, 128, 128, 256), inverter_images=(128, 128, 128, 256), n_gan_monitor=100,
                      n_gan_eval=200,
@@ -125,8 +120,9 @@ PROFILES = {
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
                        n_apgd=1_000, apgd_steps=50, n_cifar_test=128, cifar_seeds=(0, 1),
-                       gan=_gan(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
-                                images=(3_000, 3_000, 9_000, 36_000), ema=0.99, gp_every=1, checkpoint_every=6_000),
+                       gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
+                                images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
+                                checkpoint_every=6_000),
                        ablation_images=(3_000, 3_000, 6_000, 12_000), inverter_images=(3_000, 3_000, 6_000, 12_000),
                        n_gan_eval=2_000,
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
@@ -135,8 +131,9 @@ PROFILES = {
                               "60 epochs, x0.1 after 55); 3 seeds per pooling",
                               "gradient-masking checks: APGD-CE and APGD-DLR with 50 iterations (AutoAttack's 100 at "
                               "the paper profile) on 1,000 test digits",
-                              "InterpretGAN: 64/64/32/32 channels, 3k/3k/9k/36k images per scale (4 to 32 px), "
-                              "EMA 0.99 (paper: 128 channels, 6/6/6/12 epochs, EMA 0.999)",
+                              "InterpretGAN: 64/64/32/32 channels, 3k/3k/9k/36k images per scale (4 to 32 px), two critic "
+                              "updates per generator update, EMA 0.99 (paper: 128 channels, 6/6/6/12 epochs, one "
+                              "critic update, EMA 0.999)",
                               "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 10,000 training "
                               "images, 8 epochs, 2 seeds, 128 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
@@ -147,7 +144,8 @@ PROFILES = {
 
 
 def get_profile(name: str) -> Profile:
-    """The profile called ``name`` (smoke | default | paper)."""
-    from .params import choice
-
-    return PROFILES[choice("profile", name, PROFILES)]
+    """The profile called ``name`` (one of :data:`PROFILES`: smoke | default | paper); ValueError otherwise."""
+    key = str(name).strip().lower()
+    if key not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
+    return PROFILES[key]

@@ -17,6 +17,7 @@ import papermill as pm
 from . import paths
 from .fast import machine
 from .cache import write_json
+from .profiles import PROFILES
 
 NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
 KERNEL = "interpretgan"
@@ -24,7 +25,7 @@ KERNEL = "interpretgan"
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--profile", default="default", choices=("smoke", "default", "paper"))
+    ap.add_argument("--profile", default="default", choices=tuple(PROFILES))
     ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_train) to run; default: all that exist")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),

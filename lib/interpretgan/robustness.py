@@ -16,7 +16,6 @@ All accuracies are fractions in [0, 1] of the images given.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -26,10 +25,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import cache, fast
-from .attacks import DEFAULT_STEP, FGSM, MPGD, PGD, _batch_size, predict
-from .params import parse_epsilon
+from .attacks import DEFAULT_STEP, FGSM, MPGD, PGD, batch_size_for, check_epsilon, parse_attack_name, predict
+from .data import load
+from .models import POOLINGS, eval_mode
+from .profiles import get_profile
+from .zoo import classifier, dataset_of
 
-_NAME = re.compile(r"^(fgsm|(m?pgd)(\d+))$")
 
 
 @dataclass
@@ -48,13 +49,10 @@ def _plan(attacks: Iterable[str]) -> dict[str, list[int]]:
     """Group attack names into runs: {"fgsm": [], "pgd": [ks], "mpgd": [ks]}."""
     plan: dict[str, list[int]] = {}
     for name in attacks:
-        m = _NAME.match(str(name).strip().lower())
-        if not m:
-            raise ValueError(f"attack must be fgsm, pgd<k> or mpgd<k> (k a positive integer), got {name!r}")
-        kind = "fgsm" if m.group(1) == "fgsm" else m.group(2)
+        kind, steps = parse_attack_name(name)
         plan.setdefault(kind, [])
         if kind != "fgsm":
-            plan[kind].append(int(m.group(3)))
+            plan[kind].append(steps)
     return plan
 
 
@@ -66,20 +64,18 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
     (names such as ``["pgd40", "pgd100", "mpgd40", "fgsm"]``) at l_inf radius ``eps``; PGD step
     ``alpha`` defaults to the authors' value for ``dataset``. Returns an :class:`Evaluation`."""
     attacks = [str(a).strip().lower() for a in attacks]
-    eps, plan = parse_epsilon(eps), _plan(attacks)
+    eps, plan = check_epsilon(eps), _plan(attacks)
     alpha = DEFAULT_STEP[dataset] if alpha is None else alpha
     device = torch.device(device or next(model.parameters()).device)
-    batch_size = _batch_size(batch_size, device, test)
+    batch_size = batch_size_for(batch_size, device, test)
     runners = {kind: (FGSM(eps, exact=exact) if kind == "fgsm" else
                       (PGD if kind == "pgd" else MPGD)(eps, alpha=alpha, steps=max(ks), exact=exact))
                for kind, ks in plan.items()}
     keep = set(keep)
     correct: dict[str, list] = {name: [] for name in ["clean", *attacks]}
     kept: dict[str, list] = {name: [] for name in keep}
-    was_training = model.training
-    model.eval()
     torch.manual_seed(seed)
-    try:
+    with eval_mode(model):
         for x, y, _ in tqdm(test.batches(batch_size, device=device), total=test.n_batches(batch_size),
                             desc=f"{len(attacks)} attacks", disable=not progress):
             correct["clean"].append((predict(model, x, exact) == y).cpu())
@@ -90,8 +86,6 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
                     correct[name].append((predict(model, x_adv, exact) == y).cpu())
                     if name in keep:
                         kept[name].append(x_adv.cpu())
-    finally:
-        model.train(was_training)
     per_image = {k: torch.cat(v) for k, v in correct.items()}
     return Evaluation(clean=per_image["clean"].sum().item() / len(test),
                       robust={a: per_image[a].sum().item() / len(test) for a in attacks},
@@ -103,11 +97,11 @@ def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Itera
     """:func:`evaluate` through the artifact cache: keyed by the classifier (``info`` from
     :func:`interpretgan.zoo.classifier`), the test images, the attacks and every setting."""
     attacks, keep = [str(a).lower() for a in attacks], sorted(keep)
-    dataset = info["settings"].get("dataset", "mnist32").replace("mnist32", "mnist")
+    dataset = dataset_of(info["settings"])
     exact = info["settings"]["exact"]
-    batch_size = _batch_size(kwargs.pop("batch_size", None), kwargs.get("device") or next(model.parameters()).device,
+    batch_size = batch_size_for(kwargs.pop("batch_size", None), kwargs.get("device") or next(model.parameters()).device,
                              test)  # the random starts are drawn per batch
-    settings = {"kind": "evaluation", "classifier": info["key"], "attacks": attacks, "eps": parse_epsilon(eps),
+    settings = {"kind": "evaluation", "classifier": info["key"], "attacks": attacks, "eps": check_epsilon(eps),
                 "alpha": kwargs.get("alpha"), "dataset": dataset, "test": test.name, "n": len(test),
                 "indices_sum": int(test.indices.sum()), "keep": keep, "seed": seed, "exact": exact, "batch_size": batch_size}
     f = cache.entry("evaluations", settings) / "evaluation.pt"
@@ -143,9 +137,9 @@ def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int 
         raise ValueError(f"loss must be one of ['ce', 'dlr'], got {loss!r}")
     device = next(model.parameters()).device
     wrapped = FastForward(model, exact).eval()
-    atk = torchattacks.APGD(wrapped, norm="Linf", eps=parse_epsilon(eps), steps=steps, n_restarts=1, seed=seed,
+    atk = torchattacks.APGD(wrapped, norm="Linf", eps=check_epsilon(eps), steps=steps, n_restarts=1, seed=seed,
                             loss=loss)
-    batch_size = _batch_size(batch_size, device, test)
+    batch_size = batch_size_for(batch_size, device, test)
     out = []
     for x, y, _ in tqdm(test.batches(batch_size, device=device), total=test.n_batches(batch_size),
                         desc=f"APGD-{loss.upper()}", disable=not progress):
@@ -239,19 +233,17 @@ def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | 
     the profile's test subset (``n_pooling`` / ``n_cifar_test`` images, the same for every model)."""
     import time
 
-    from .profiles import get_profile
-    from .zoo import dataset_split, classifier
 
     t0 = time.perf_counter()
     p = get_profile(profile)
     seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
     attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
-    test = dataset_split(dataset, "test", data_root).subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
+    test = load(dataset, "test", data_root).subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
     models, infos, evals, rows = {}, {}, {}, []
-    for pooling in ("max", "avg"):
+    for pooling in POOLINGS:
         for seed in seeds:
-            model, info = classifier(profile, pooling, "atta", seed, data_root, retrain, exact=exact, dataset=dataset,
-                                     arch=arch, progress=progress)
+            model, info = classifier(profile, pooling=pooling, training="atta", seed=seed, data_root=data_root,
+                                     retrain=retrain, exact=exact, dataset=dataset, arch=arch, progress=progress)
             ev = evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
             models[pooling, seed], infos[pooling, seed], evals[pooling, seed] = model, info, ev
             rows.append((pooling, seed, "clean", ev.clean))
@@ -284,7 +276,7 @@ def table_with_paper(summary: pd.DataFrame, paper: dict, attacks: Iterable[str],
 def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, loss: str, steps: int = 100,
                 seed: int = 0, progress: bool = True) -> torch.Tensor:
     """:func:`apgd` through the artifact cache (keyed by the classifier, the images and the settings)."""
-    settings = {"kind": "apgd", "classifier": info["key"], "loss": loss, "steps": steps, "eps": parse_epsilon(eps),
+    settings = {"kind": "apgd", "classifier": info["key"], "loss": loss, "steps": steps, "eps": check_epsilon(eps),
                 "test": test.name, "n": len(test), "indices_sum": int(test.indices.sum()), "seed": seed,
                 "exact": info["settings"]["exact"]}
     f = cache.entry("evaluations", settings) / "apgd.pt"
@@ -309,14 +301,14 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
     sub = study.test.take(slice(0, n_images))
     n = len(sub)
     labels = sub.labels
-    adv = {pool: study.evaluations[pool, seed].adversarial[pgd][:n] for pool in ("max", "avg")}
+    adv = {pool: study.evaluations[pool, seed].adversarial[pgd][:n] for pool in POOLINGS}
     transfer_rows, apgd_rows, summary = {}, {}, {}
-    for src in ("max", "avg"):
+    for src in POOLINGS:
         transfer_rows[f"crafted on {src}"] = {
             f"scored on {dst}": 100 * transfer(study.models[dst, seed], adv[src], labels,
                                                exact=study.infos[dst, seed]["settings"]["exact"]).float().mean().item()
-            for dst in ("max", "avg")}
-    for pool in ("max", "avg"):
+            for dst in POOLINGS}
+    for pool in POOLINGS:
         model, info, ev = study.models[pool, seed], study.infos[pool, seed], study.evaluations[pool, seed]
         ce = apgd_cached(model, info, sub, study.eps, "ce", steps, seed, progress)
         dlr = apgd_cached(model, info, sub, study.eps, "dlr", steps, seed, progress)
@@ -339,7 +331,7 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
 def describe_masking(checks: dict[str, Any]) -> str:
     """The gradient-masking checks of :func:`masking_checks` in words."""
     s, pgd, lines = checks["summary"], checks["attack"], []
-    for pool in ("max", "avg"):
+    for pool in POOLINGS:
         r = s[pool]
         strongest = min(r["apgd_ce"], r["apgd_dlr"])
         lines.append(
@@ -356,13 +348,13 @@ def describe_masking(checks: dict[str, Any]) -> str:
 def means_by_pooling(summary: pd.DataFrame, attacks: Iterable[str], prefix: tuple = ()) -> dict[str, dict[str, float]]:
     """{pooling: {attack: mean accuracy over seeds}} (fractions, 4 decimals) from :func:`seed_summary`."""
     return {pool: {a: round(float(summary.loc[(*prefix, pool, a), "mean"]) / 100, 4) for a in attacks}
-            for pool in ("max", "avg")}
+            for pool in POOLINGS}
 
 
 def values_by_seed(per_seed: pd.DataFrame, attacks: Iterable[str]) -> dict[str, dict[str, list[float]]]:
     """{pooling: {attack: [accuracy of each seed, in seed order]}} (fractions, 4 decimals)."""
     out: dict[str, dict[str, list[float]]] = {}
-    for pool in ("max", "avg"):
+    for pool in POOLINGS:
         rows = per_seed[per_seed["pooling"] == pool].sort_values("seed")
         out[pool] = {a: [round(float(v), 4) for v in rows[rows["attack"] == a]["accuracy"]] for a in attacks}
     return out

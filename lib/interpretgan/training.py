@@ -24,10 +24,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import fast
-from .attacks import _input_grad, _project, accuracy, run_attack
+from .attacks import accuracy, input_grad, project, run_attack
 from .cache import load_checkpoint, save_checkpoint
 from .data import to_float
 
+#: The trainings of the zoo: natural (:func:`train_natural`) and adversarial, ATTA-1 + TRADES (:func:`train_atta`).
+TRAININGS = ("natural", "atta")
 LOSS_EVERY = 20  # record the mean training loss every this many steps
 
 
@@ -243,11 +245,11 @@ def atta_attack_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: 
     perturbation), projected to the l_inf ball of radius ``eps`` and to [0, 1]. Returns the new
     perturbation (x_adv - x). Runs the model as it is (call it in eval mode)."""
     x_adv = (x + delta).clamp_(0.0, 1.0)
-    grad = _input_grad(model, x_adv, y, exact)
-    return _project(x_adv + step_size * grad.sign(), x, eps) - x
+    grad = input_grad(model, x_adv, y, exact)
+    return project(x_adv + step_size * grad.sign(), x, eps) - x
 
 
-def _world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the default process group, or (0, 1) when not distributed."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -256,7 +258,7 @@ def _world() -> tuple[int, int]:
 
 def _all_sum(values: list[float], device: torch.device) -> list[float]:
     """Sum of ``values`` over all processes (themselves when not distributed)."""
-    if _world()[1] == 1:
+    if rank_and_world()[1] == 1:
         return values
     t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
@@ -266,7 +268,7 @@ def _all_sum(values: list[float], device: torch.device) -> list[float]:
 def _sharded_accuracy(model: nn.Module, test_set, device, exact, attack=None) -> float:
     """Clean (or, with ``attack``, robust) accuracy over ``test_set``, each process taking the images
     whose position is its rank modulo the world size and the counts summed."""
-    rank, world = _world()
+    rank, world = rank_and_world()
     part = test_set if world == 1 else test_set.take(slice(rank, None, world))
     if attack is None:
         correct = accuracy(model, part, device=device, exact=exact) * len(part)
@@ -305,7 +307,7 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     """
     exact = fast.resolve_exact(exact)
     device = torch.device(device)
-    rank, world = _world()
+    rank, world = rank_and_world()
     fast.prepare(model.to(device), exact)
     net = model
     if world > 1:

@@ -20,33 +20,21 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache, fast
+from . import cache, fast, gan
 from .attacks import PGD, AttackResult, accuracy, make_attack, run_attack
-from .data import mnist32
-from .models import build
+from .data import DATASETS, load, mnist32
+from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
-from .training import _world, set_seed, train_atta, train_natural
+from .training import TRAININGS, rank_and_world, set_seed, train_atta, train_natural
 
 ARCH_VERSION = 1  # bump when the model or the training loop changes what a setting produces
 ATTA_VERSION = 1  # bump when the adversarial training loop changes what a setting produces
-TRAININGS = ("natural", "atta")
-DATASETS = ("mnist", "cifar10")
 
 
-def dataset_split(dataset: str, split: str, data_root: str | None = None):
-    """The ImageSet of ``dataset`` ("mnist": 32x32 MNIST; "cifar10") and ``split`` ("train" | "test")."""
-    if dataset == "mnist":
-        return mnist32(split, data_root)
-    if dataset == "cifar10":
-        from .data import cifar10
-
-        return cifar10(split, data_root)
-    raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
-
-
-def input_shape(dataset: str) -> tuple[int, int, int]:
-    """(C, H, W) of one image of ``dataset``."""
-    return (1, 32, 32) if dataset == "mnist" else (3, 32, 32)
+def dataset_of(settings: dict[str, Any]) -> str:
+    """The dataset (one of :data:`~interpretgan.data.DATASETS`) of a classifier's settings (the natural MNIST
+    models' keys spell it "mnist32")."""
+    return settings.get("dataset", "mnist32").replace("mnist32", "mnist")
 
 
 def classifier_settings(profile: str = "default", pooling: str = "max", training: str = "natural",
@@ -85,7 +73,7 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
 
 def shipped_name(settings: dict[str, Any]) -> str:
     """File name of these settings' weights in ``weights/``."""
-    dataset = settings.get("dataset", "mnist32").replace("mnist32", "mnist")
+    dataset = dataset_of(settings)
     return f"{dataset}-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}.safetensors"
 
 
@@ -98,8 +86,8 @@ def _build(settings: dict[str, Any]) -> nn.Module:
 
 def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact):
     """Train ``model`` on these settings (natural or ATTA); returns the history."""
-    dataset = settings.get("dataset", "mnist32").replace("mnist32", "mnist")
-    train = dataset_split(dataset, "train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
+    dataset = dataset_of(settings)
+    train = load(dataset, "train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
     common = dict(epochs=settings["epochs"], lr=settings["lr"], lr_milestones=tuple(settings["lr_milestones"]),
                   lr_gamma=settings["lr_gamma"], momentum=settings["momentum"],
                   weight_decay=settings["weight_decay"], batch_size=settings["batch_size"], seed=settings["seed"],
@@ -123,7 +111,7 @@ def _through_cache(folder, key: str, filename: str, retrain: bool, train) -> tup
     if not retrain and (f := cache.shipped(key)) is not None:
         return cache.load_weights(f), "shipped", cache.read_manifest()["files"][f.name].get("history")
     state, history = train()
-    if _world()[0] == 0:
+    if rank_and_world()[0] == 0:
         cache.save_checkpoint(history, folder / "history.pt")
         cache.save_weights(state, final, metadata={"key": key})
     return state, "trained", history
@@ -131,13 +119,10 @@ def _through_cache(folder, key: str, filename: str, retrain: bool, train) -> tup
 
 def _ready(model: nn.Module, exact: bool) -> nn.Module:
     """``model`` in eval mode, frozen, on the fast path's memory format."""
-    fast.prepare(model.eval(), exact)
-    for prm in model.parameters():
-        prm.requires_grad_(False)
-    return model
+    return freeze(fast.prepare(model.eval(), exact))
 
 
-def classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
+def classifier(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
                progress: bool = True, exact: bool | None = None, dataset: str = "mnist",
                arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
@@ -160,7 +145,7 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
     set_seed(seed)  # the initialisation
     model = _build(settings).to(device)
     n_test = p.n_test if dataset == "mnist" else p.n_cifar_test
-    test = dataset_split(dataset, "test", data_root).subset(n_test)
+    test = load(dataset, "test", data_root).subset(n_test)
     folder = cache.entry("classifiers", settings)
 
     def fit():
@@ -175,7 +160,7 @@ def classifier(profile: str = "default", pooling: str = "max", training: str = "
     return model, info
 
 
-def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon: float, n_images: int | None,
+def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsilon: float, n_images: int | None,
                     seed: int = 0, data_root: str | None = None, device: str | torch.device | None = None,
                     batch_size: int | None = None, progress: bool = True) -> AttackResult:
     """``attack`` (a name such as ``pgd40``) run on a fixed subset of ``n_images`` test images against
@@ -187,7 +172,7 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
     """
     device = torch.device(device or next(model.parameters()).device)
     exact = info["settings"]["exact"]
-    dataset = info["settings"].get("dataset", "mnist32").replace("mnist32", "mnist")
+    dataset = dataset_of(info["settings"])
     atk = make_attack(attack, epsilon, dataset=dataset, exact=exact)
     settings = {"kind": "adversarial", "classifier": info["key"], "attack": repr(atk), "n_images": n_images,
                 "subset_seed": 0, "seed": int(seed), "exact": exact}
@@ -195,7 +180,7 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, epsilon
     if f.is_file():
         r = cache.load_checkpoint(f)
         return AttackResult(attack, r["labels"], r["pred_clean"], r["pred_adv"], r["x_adv"])
-    test = dataset_split(dataset, "test", data_root).subset(n_images)
+    test = load(dataset, "test", data_root).subset(n_images)
     torch.manual_seed(seed)
     result = run_attack(model, atk, test, batch_size=batch_size, device=device, keep_images=True,
                         progress=progress, name=attack)
@@ -253,7 +238,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
             "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
 
 
-def explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
+def explainer(profile: str = "default", *, pooling: str = "max", training: str = "natural", layer: str = "conv1",
               seed: int = 0, data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
               progress: bool = True, exact: bool | None = None, interpretability: float | None = None,
               pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None,
@@ -264,13 +249,12 @@ def explainer(profile: str = "default", pooling: str = "max", training: str = "n
     sample grids are). ``classifier_model`` passes an already loaded ``(model, info)`` of
     :func:`classifier` for these settings; ``schedule_factor`` k fits on k times the profile's images
     (see :func:`explainer_settings`)."""
-    from . import gan
-
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss,
                                   classifier_seed, schedule_factor)
     exact = settings["exact"]
-    model, cinfo = classifier_model or classifier(profile, pooling, training, classifier_seed, data_root, retrain,
-                                                  device, progress=progress, exact=exact)
+    model, cinfo = classifier_model or classifier(profile, pooling=pooling, training=training, seed=classifier_seed,
+                                                  data_root=data_root, retrain=retrain, device=device,
+                                                  progress=progress, exact=exact)
     if cinfo["key"] != settings["classifier"]:
         raise ValueError("classifier_model does not match these settings")
     if layer not in model.layer_names:
@@ -340,15 +324,13 @@ def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | 
             "weight_decay": 0.0, "batch_size": 128}
 
 
-def judge(profile: str = "default", name: str = "lenet", data_root: str | None = None,
+def judge(profile: str = "default", *, name: str = "lenet", data_root: str | None = None,
           device: str | torch.device | None = None, progress: bool = True, exact: bool | None = None,
           retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The independent judge ``name`` (one of :data:`JUDGES`), trained once and cached (or shipped); returns
     ``(model, info)`` like :func:`classifier` (info: ``key``, ``settings``, ``source``, ``history``,
     ``test_accuracy`` on the profile's test images, and for the robust judge ``robust_accuracy``: PGD-40 at
     its training epsilon on the schedule's evaluation digits, from its training history)."""
-    from .models import JUDGE_ARCHS
-
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = judge_settings(profile, name, exact)
     exact, key = settings["exact"], cache.settings_key(settings)
@@ -371,10 +353,11 @@ def judge(profile: str = "default", name: str = "lenet", data_root: str | None =
     return model, info
 
 
-def judges(profile: str = "default", data_root: str | None = None, device: str | torch.device | None = None,
+def judges(profile: str = "default", *, data_root: str | None = None, device: str | torch.device | None = None,
            progress: bool = True, exact: bool | None = None, names: tuple[str, ...] = JUDGES) -> dict:
     """The panel: ``{name: (model, info)}`` for every judge in ``names`` (see :func:`judge`)."""
-    return {name: judge(profile, name, data_root, device, progress, exact) for name in names}
+    return {name: judge(profile, name=name, data_root=data_root, device=device, progress=progress, exact=exact)
+            for name in names}
 
 
 def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> str:

@@ -1,0 +1,81 @@
+"""The package's shape: no import cycle, and each choice (poolings, trainings, datasets, profiles, attack
+names) defined in one place and imported everywhere else."""
+import ast
+import re
+from pathlib import Path
+
+import interpretgan
+from interpretgan import attacks, data, models, params, profiles, training
+
+PKG = Path(interpretgan.__file__).parent
+MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__init__")
+
+
+def _imports(module: str) -> set[str]:
+    """The package modules ``module`` imports (anywhere in its source, function-local imports included)."""
+    deps = set()
+    for node in ast.walk(ast.parse((PKG / f"{module}.py").read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    return deps - {module}
+
+
+def test_the_import_graph_has_no_cycle():
+    graph = {m: _imports(m) for m in MODULES}
+    assert all(d in MODULES for deps in graph.values() for d in deps)
+    done, order = set(), []
+
+    def visit(m, path):
+        assert m not in path, f"import cycle: {' -> '.join(path + [m])}"
+        if m in done:
+            return
+        for d in sorted(graph[m]):
+            visit(d, path + [m])
+        done.add(m)
+        order.append(m)
+
+    for m in MODULES:
+        visit(m, [])
+    assert len(order) == len(MODULES)
+
+
+def test_the_package_docstring_names_every_module():
+    for m in MODULES:
+        assert f"``{m}``" in interpretgan.__doc__, m
+
+
+def test_each_choice_is_defined_once():
+    assert params.allowed_choices() == {"profile": tuple(profiles.PROFILES), "pooling": models.POOLINGS,
+                                        "training": training.TRAININGS}
+    # no other module spells the tuples out again
+    spelled = {r'\(\s*"max",\s*"avg"\s*\)': "models", r'\(\s*"natural",\s*"atta"\s*\)': "training",
+               r'\(\s*"mnist",\s*"cifar10"\s*\)': "data", r'\(\s*"smoke",\s*"default",\s*"paper"\s*\)': None,
+               r'\[\s*"max",\s*"avg"\s*\]': None, r'\[\s*"smoke",\s*"default",\s*"paper"\s*\]': None}
+    for pattern, home in spelled.items():
+        found = [m for m in MODULES if re.search(pattern, (PKG / f"{m}.py").read_text())]
+        assert found == ([home] if home else []), (pattern, found)
+    assert data.DATASETS == ("mnist", "cifar10")
+    # one grammar of attack names, used by params and the attacks themselves
+    assert sum("re.compile" in (PKG / f"{m}.py").read_text() for m in MODULES) == 1
+    assert attacks.parse_attack_name("mpgd20") == ("mpgd", 20) and attacks.parse_attack_name("FGSM") == ("fgsm", 1)
+    for bad in ("pgd0", "pgd", "cw", "pgd-1"):
+        assert not attacks.ATTACK_NAME.match(bad)
+        try:
+            params.parse_attacks(bad)
+        except params.ParameterError:
+            pass
+        else:
+            raise AssertionError(f"params accepted {bad!r}")
+
+
+def test_attacks_take_numbers_and_params_parse_strings():
+    import pytest
+
+    assert attacks.PGD(0.3).eps == 0.3
+    with pytest.raises(ValueError, match="eps"):
+        attacks.PGD("8/255")
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        attacks.FGSM(1.5)
+    assert attacks.make_attack("pgd40", params.parse_epsilon("8/255")).eps == pytest.approx(8 / 255)
+    with pytest.raises(ValueError, match="profile"):
+        profiles.get_profile("huge")
