@@ -13,6 +13,7 @@ shape (N, C, H, W), in the method's own units (not normalised).
 """
 from __future__ import annotations
 
+import captum.attr as ca
 import torch
 from torch import nn
 
@@ -25,8 +26,6 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
                  methods: tuple[str, ...] = METHODS) -> dict[str, torch.Tensor]:
     """Captum attributions of ``model``'s logit ``target`` (default: its prediction) for images ``x``
     (N, C, H, W in [0, 1]): method name -> map of the same shape (detached, on ``x``'s device)."""
-    import captum.attr as ca
-
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"methods must be among {list(METHODS)}, got {bad}")

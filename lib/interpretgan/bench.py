@@ -28,6 +28,7 @@ import time
 from typing import Callable
 
 import torch
+import torchattacks
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
@@ -104,8 +105,6 @@ def _random_batch(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 def pgd_speed(device: torch.device) -> dict[str, float]:
     """PGD-40 image-steps/s at batch 256: fp32, torchattacks' PGD, the fast path (same model, batch)."""
-    import torchattacks
-
     x, y = _random_batch(PGD_BATCH, device)
     res = {}
     for tag, exact in (("fp32", True), ("fast", False)):

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from . import paths
 from .cache import atomic_path
@@ -233,8 +234,6 @@ def _jpeg_files(split_dir: Path) -> tuple[list[Path], list[int]]:
 def _decode_jpegs(files: list[Path], desc: str = "") -> torch.Tensor:
     """Decode 32x32 RGB JPEG files into one uint8 tensor (N x 3 x 32 x 32) with PIL."""
     from PIL import Image
-    from tqdm.auto import tqdm
-
     out = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
     for k, f in enumerate(tqdm(files, desc=desc, leave=False, disable=None, mininterval=1.0)):
         with Image.open(f) as img:

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy.stats import bootstrap
 from torch import nn
 
 from . import cache, gan, quality, zoo
@@ -105,8 +106,6 @@ def adversarial_class_share(reads: dict[str, dict[str, torch.Tensor]], labels: t
 
 
 def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
-    from scipy.stats import bootstrap
-
     if np.all(values == values[0]):  # no spread: the interval is the point
         return float(values[0]), float(values[0])
     res = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",

@@ -36,13 +36,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from . import fast
 from .attacks import predict
-from .models import freeze
 from .cache import atomic_path, load_checkpoint, save_checkpoint
 from .data import to_float
+from .models import freeze
 
 RESOLUTIONS = (4, 8, 16, 32)
 
@@ -250,15 +251,20 @@ def latent_of(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
     else a forward hook on ``model.get_submodule(layer)`` (any nn.Module, nested names with dots)."""
     if hasattr(model, "forward_to"):
         return model.forward_to(x, layer)
+    return _hooked(model, x, layer)[0]
+
+
+def _hooked(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer``'s output (its first call) and the model's output for ``x``, from one forward pass with a hook."""
     seen: list[torch.Tensor] = []
     handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o))
     try:
-        model(x)
+        out = model(x)
     finally:
         handle.remove()
     if not seen:
         raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
-    return seen[0]
+    return seen[0], out
 
 
 class Explainer(nn.Module):
@@ -353,8 +359,6 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
     """Write images (N, C, H, W) in [0, 1] as one PNG grid, atomically."""
-    from torchvision.utils import save_image
-
     with atomic_path(Path(path)) as tmp:
         save_image(images.float().cpu(), str(tmp), nrow=nrow, padding=1, pad_value=1.0, format="png")
 
@@ -464,15 +468,7 @@ def latent_and_logits(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[to
     if hasattr(model, "forward_to") and hasattr(model, "forward_from"):
         latent = model.forward_to(x, layer)
         return latent, model.forward_from(latent, layer)
-    seen: list[torch.Tensor] = []
-    handle = model.get_submodule(layer).register_forward_hook(lambda m, i, o: seen.append(o))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    if not seen:
-        raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
-    return seen[0], logits
+    return _hooked(model, x, layer)
 
 
 def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, scale: int, alpha: float,

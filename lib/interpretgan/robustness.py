@@ -16,12 +16,14 @@ All accuracies are fractions in [0, 1] of the images given.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pandas as pd
 import torch
 from torch import nn
+import torchattacks
 from tqdm.auto import tqdm
 
 from . import cache, fast
@@ -131,8 +133,6 @@ def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int 
          seed: int = 0, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
     """Per-image correctness (bool, N) of ``model`` under torchattacks' APGD (Croce & Hein 2020) with
     the ``loss`` "ce" or "dlr", ``steps`` iterations, one restart, l_inf ``eps``."""
-    import torchattacks
-
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss must be one of ['ce', 'dlr'], got {loss!r}")
     device = next(model.parameters()).device
@@ -231,8 +231,6 @@ def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | 
     pooling for each seed (default: the profile's ``pooling_seeds`` for MNIST, ``cifar_seeds`` for
     CIFAR-10), and evaluate each under the paper's attacks (``STUDY_ATTACKS``, eps ``STUDY_EPS``) on
     the profile's test subset (``n_pooling`` / ``n_cifar_test`` images, the same for every model)."""
-    import time
-
 
     t0 = time.perf_counter()
     p = get_profile(profile)
@@ -293,10 +291,10 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
     """Gradient-masking checks on the ``seed`` models of a :class:`PoolingStudy` (which must have kept
     its PGD-k adversarial images, ``keep=["pgd40"]`` on MNIST), on the first ``n_images`` of its test set.
 
-    Returns ``transfer`` (DataFrame, % accuracy of each target model, column, on PGD images crafted on
+    Returns ``transfer`` (DataFrame, accuracy of each target model, column, on PGD images crafted on
     each source model, row; the diagonal is white-box), ``apgd`` (DataFrame per pooling: white-box
     PGD, APGD-CE, APGD-DLR and the worst case over every attack of the study, per image), and
-    ``summary`` (the same numbers as fractions, for glueing)."""
+    ``summary`` (the same numbers rounded to 4 places, for glueing); fractions throughout."""
     pgd = next(a for a in study.attacks if a.startswith("pgd"))
     sub = study.test.take(slice(0, n_images))
     n = len(sub)
@@ -305,7 +303,7 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
     transfer_rows, apgd_rows, summary = {}, {}, {}
     for src in POOLINGS:
         transfer_rows[f"crafted on {src}"] = {
-            f"scored on {dst}": 100 * transfer(study.models[dst, seed], adv[src], labels,
+            f"scored on {dst}": transfer(study.models[dst, seed], adv[src], labels,
                                                exact=study.infos[dst, seed]["settings"]["exact"]).float().mean().item()
             for dst in POOLINGS}
     for pool in POOLINGS:
@@ -320,7 +318,7 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
         row = {f"{pgd} (white-box)": ev.correct[pgd][:n].float().mean().item(), "APGD-CE": ce.float().mean().item(),
                "APGD-DLR": dlr.float().mean().item(), f"{pgd} crafted on the other model": moved.float().mean().item(),
                "worst case (every attack)": worst.float().mean().item()}
-        apgd_rows[pool] = {k: 100 * v for k, v in row.items()}
+        apgd_rows[pool] = row
         summary[pool] = {"white_box": round(row[f"{pgd} (white-box)"], 4), "apgd_ce": round(row["APGD-CE"], 4),
                          "apgd_dlr": round(row["APGD-DLR"], 4), "transfer": round(row[f"{pgd} crafted on the other model"], 4),
                          "worst_case": round(row["worst case (every attack)"], 4)}

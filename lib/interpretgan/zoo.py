@@ -15,6 +15,7 @@ Example::
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -195,13 +196,21 @@ def ship_classifier(profile: str = "default", pooling: str = "max", training: st
     """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool; ``dtype``
     e.g. torch.float16 halves the file); returns its name."""
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
-    folder = cache.entry("classifiers", settings)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no trained model cached for these settings in {folder}; run classifier() first")
+    return _ship("classifiers", settings, "model.safetensors", shipped_name(settings), "classifier", dtype,
+                 with_accuracy=True)
+
+
+def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: str, dtype: torch.dtype | None,
+          with_accuracy: bool = False) -> str:
+    """Copy the finished cache entry of ``settings`` (``filename`` in the ``kind`` folder) into ``weights/<name>``
+    with its history (and last test accuracy); ``maker`` names the function that fills the cache. Returns ``name``."""
+    folder = cache.entry(kind, settings)
+    if not (folder / filename).is_file():
+        raise FileNotFoundError(f"nothing cached for these settings in {folder}; run {maker}() first")
     history = cache.load_checkpoint(folder / "history.pt")
-    name = shipped_name(settings)
-    cache.ship(cache.load_weights(folder / "model.safetensors"), name, cache.settings_key(settings), settings,
-               extra={"history": history, "test_accuracy": history["test_accuracy"][-1]}, dtype=dtype)
+    extra = {"history": history, **({"test_accuracy": history["test_accuracy"][-1]} if with_accuracy else {})}
+    cache.ship(cache.load_weights(folder / filename), name, cache.settings_key(settings), settings, extra=extra,
+               dtype=dtype)
     return name
 
 
@@ -217,8 +226,6 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
     ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule;
     ``schedule_factor`` k shows k times the images at every scale, checkpointing k times less often: the
     scaling curve) and the seed."""
-    import dataclasses
-
     p = get_profile(profile)
     gan_settings = p.gan
     if pixel_loss:
@@ -283,15 +290,9 @@ def ship_explainer(profile: str = "default", pooling: str = "max", training: str
                    seed: int = 0, exact: bool | None = None, schedule_factor: int = 1) -> str:
     """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, schedule_factor=schedule_factor)
-    folder = cache.entry("explainers", settings)
-    if not (folder / "explainer.safetensors").is_file():
-        raise FileNotFoundError(f"no fitted explainer cached for these settings in {folder}; run explainer() first")
-    history = cache.load_checkpoint(folder / "history.pt")
     suffix = "" if schedule_factor == 1 else f"-x{schedule_factor}"
     name = f"mnist-smallcnn-{pooling}-{training}-seed{seed}-interpretgan-{layer}{suffix}.safetensors"
-    cache.ship(cache.load_weights(folder / "explainer.safetensors"), name, cache.settings_key(settings), settings,
-               extra={"history": history}, dtype=torch.float16)
-    return name
+    return _ship("explainers", settings, "explainer.safetensors", name, "explainer", torch.float16)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -362,12 +363,5 @@ def judges(profile: str = "default", *, data_root: str | None = None, device: st
 
 def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> str:
     """Copy a cached judge into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
-    settings = judge_settings(profile, name, exact)
-    folder = cache.entry("judges", settings)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"no trained judge cached for these settings in {folder}; run judge() first")
-    history = cache.load_checkpoint(folder / "history.pt")
-    file = f"mnist-judge-{name}.safetensors"
-    cache.ship(cache.load_weights(folder / "model.safetensors"), file, cache.settings_key(settings), settings,
-               extra={"history": history}, dtype=torch.float16)
-    return file
+    return _ship("judges", judge_settings(profile, name, exact), "model.safetensors", f"mnist-judge-{name}.safetensors",
+                 "judge", torch.float16, with_accuracy=True)
