@@ -11,7 +11,7 @@ def batch(test_set):
     return s.tensors()
 
 
-@pytest.mark.parametrize("attack", [FGSM(0.3), PGD(0.3, 0.01, 10), MPGD(0.3, 0.01, 10), PGD("8/255", 0.003, 5)])
+@pytest.mark.parametrize("attack", [FGSM(0.3), PGD(0.3, 0.01, 10), MPGD(0.3, 0.01, 10), PGD(8 / 255, 0.003, 5)])
 def test_adversarial_images_stay_within_eps_and_in_unit_range(weak_model, batch, attack):
     x, y = batch
     x_adv = attack(weak_model, x, y)
