@@ -13,6 +13,8 @@ shape (N, C, H, W), in the method's own units (not normalised).
 """
 from __future__ import annotations
 
+import warnings
+
 import captum.attr as ca
 import torch
 from torch import nn
@@ -30,7 +32,9 @@ def attributions(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None 
     if bad:
         raise ValueError(f"methods must be among {list(METHODS)}, got {bad}")
     x = x.detach().contiguous().float()
-    with eval_mode(model):
+    with eval_mode(model), warnings.catch_warnings():
+        # Captum warns that DeepLift sets hooks on non-linear modules: ours are each used once (tested)
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
         with torch.no_grad():
             target = model(x).argmax(1) if target is None else target
         out = {}

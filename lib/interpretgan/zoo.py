@@ -123,6 +123,24 @@ def _ready(model: nn.Module, exact: bool) -> nn.Module:
     return freeze(fast.prepare(model.eval(), exact))
 
 
+def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_root, device, progress: bool,
+             retrain: bool) -> dict[str, Any]:
+    """Give ``model`` the weights of ``settings`` through :func:`_through_cache` (training it with :func:`_train`
+    when needed), ready for use; returns the info dict: ``key``, ``settings``, ``source``, ``history``,
+    ``test_accuracy`` (on ``test``, measured now), ``n_test``."""
+    exact, key, folder = settings["exact"], cache.settings_key(settings), cache.entry(kind, settings)
+
+    def fit():
+        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
+        return model.state_dict(), history  # after training: the fast path may have replaced the tensors
+
+    state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
+    model.load_state_dict(state)
+    _ready(model, exact)
+    return {"key": key, "settings": settings, "source": source, "history": history,
+            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
+
+
 def classifier(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
                progress: bool = True, exact: bool | None = None, dataset: str = "mnist",
@@ -140,25 +158,12 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
-    exact = settings["exact"]
-    key = cache.settings_key(settings)
     p = get_profile(profile)
     set_seed(seed)  # the initialisation
     model = _build(settings).to(device)
     n_test = p.n_test if dataset == "mnist" else p.n_cifar_test
     test = load(dataset, "test", data_root).subset(n_test)
-    folder = cache.entry("classifiers", settings)
-
-    def fit():
-        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
-        return model.state_dict(), history  # after training: the fast path may have replaced the tensors
-
-    state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
-    model.load_state_dict(state)
-    _ready(model, exact)
-    info = {"key": key, "settings": settings, "source": source, "history": history,
-            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
-    return model, info
+    return model, _trained(model, "classifiers", settings, test, data_root, device, progress, retrain)
 
 
 def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsilon: float, n_images: int | None,
@@ -334,23 +339,12 @@ def judge(profile: str = "default", *, name: str = "lenet", data_root: str | Non
     its training epsilon on the schedule's evaluation digits, from its training history)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = judge_settings(profile, name, exact)
-    exact, key = settings["exact"], cache.settings_key(settings)
     set_seed(settings["seed"])
     model = JUDGE_ARCHS[settings["arch"]]().to(device)
     test = mnist32("test", data_root).subset(get_profile(profile).n_test)
-    folder = cache.entry("judges", settings)
-
-    def fit():
-        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
-        return model.state_dict(), history  # after training: the fast path may have replaced the tensors
-
-    state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
-    model.load_state_dict(state)
-    _ready(model, exact)
-    info = {"key": key, "settings": settings, "source": source, "history": history,
-            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
+    info = _trained(model, "judges", settings, test, data_root, device, progress, retrain)
     if name == "robust":
-        info["robust_accuracy"] = history["robust_accuracy"][-1]
+        info["robust_accuracy"] = info["history"]["robust_accuracy"][-1]
     return model, info
 
 
