@@ -293,7 +293,21 @@ class WideResNet(NamedLayers):
         _init_weights(self)
 
 
-class JudgeCNN(nn.Module):
+class _Judge(nn.Module):
+    """A judge is a ``body`` (images in [0, 1] -> penultimate features) and a linear ``head`` (-> logits)."""
+
+    body: nn.Module
+    head: nn.Module
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The penultimate activations for images ``x`` in [0, 1] (the judge's Fréchet feature space)."""
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+class JudgeCNN(_Judge):
     """An independent MNIST classifier to judge explanations (LeNet-5 in Caffe's form, for 32x32 input):
     conv5x5(20)-ReLU-maxpool-conv5x5(50)-ReLU-maxpool-FC(500)-ReLU-FC(10).
 
@@ -309,15 +323,9 @@ class JudgeCNN(nn.Module):
                                   nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * 5 * 5, 500), nn.ReLU())
         self.head = nn.Linear(500, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 500-d penultimate activations (after ReLU) for images ``x`` in [0, 1]."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
-class JudgeMLP(nn.Module):
+class JudgeMLP(_Judge):
     """An independent MNIST judge without convolutions: 1024-800-800-10 with ReLU (the classic MNIST MLP,
     here on 32x32 images). It has no spatial prior at all, so it reads shapes as pixel patterns; its
     800-d penultimate ``features`` are one of the panel's Fréchet feature spaces."""
@@ -328,12 +336,6 @@ class JudgeMLP(nn.Module):
                                   nn.Linear(800, 800), nn.ReLU())
         self.head = nn.Linear(800, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 800-d penultimate activations for images ``x`` in [0, 1]."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 class _Residual(nn.Module):
@@ -349,7 +351,7 @@ class _Residual(nn.Module):
         return self.out(x + self.branch(x))
 
 
-class JudgeResNet(nn.Module):
+class JudgeResNet(_Judge):
     """An independent MNIST judge of another family than the paper's SmallCNN: a small residual network
     with batch norm, GELU, average pooling and global average pooling (no ReLU, no max pooling):
     stem 3x3 conv 32 at 32x32, avg-pool; residual block 32 at 16x16; 3x3 conv 64, avg-pool; residual
@@ -366,12 +368,6 @@ class JudgeResNet(nn.Module):
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = nn.Linear(64, num_classes)
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The 64-d globally pooled activations for images ``x`` in [0, 1]."""
-        return self.body(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
 
 
 #: The judges' architectures by name (the panel of :func:`interpretgan.zoo.judges`).
