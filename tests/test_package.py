@@ -79,3 +79,16 @@ def test_attacks_take_numbers_and_params_parse_strings():
     assert attacks.make_attack("pgd40", params.parse_epsilon("8/255")).eps == pytest.approx(8 / 255)
     with pytest.raises(ValueError, match="profile"):
         profiles.get_profile("huge")
+
+
+def test_headless_runs_get_text_progress_bars(monkeypatch):
+    from tqdm.std import tqdm as text
+
+    from interpretgan import progress
+
+    monkeypatch.setenv(progress.TEXT_ENV, "1")
+    bar = progress.tqdm(range(3), disable=True)
+    assert type(bar) is text  # text, so a stored notebook output keeps the finished bar
+    monkeypatch.delenv(progress.TEXT_ENV)
+    bar = progress.tqdm(range(3), disable=True)
+    assert isinstance(bar, text)  # tqdm.auto's choice (a subclass in a notebook, text elsewhere)

@@ -3,7 +3,7 @@ Adversarial Attacks* (Zheng, Zhang, Lee, Prakash).
 
 The modules, bottom layer first (each imports only from the lines above it; a test checks it):
 
-- ``paths`` (repository, data, artifact and weights folders), ``fast`` (the fast path: mixed precision,
+- ``paths`` (repository, data, artifact and weights folders), ``progress`` (progress bars), ``fast`` (the fast path: mixed precision,
   channels-last, threads), ``cache`` (cache keys, atomic writes, safe loading, shipped weights);
 - ``data`` (MNIST at 32x32, CIFAR-10, in-memory image sets), ``models`` (the paper's classifiers with a
   pooling switch, split at any layer; the judges' architectures; ``eval_mode``, ``freeze``);

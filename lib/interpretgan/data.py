@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import paths
 from .cache import atomic_path

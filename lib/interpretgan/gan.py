@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import fast
 from .attacks import predict

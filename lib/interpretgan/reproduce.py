@@ -18,6 +18,7 @@ from . import paths
 from .fast import machine
 from .cache import write_json
 from .profiles import PROFILES
+from .progress import TEXT_ENV
 
 NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
 KERNEL = "interpretgan"
@@ -39,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     # The profile reaches the kernels through the environment, not as an injected parameters cell: a
     # committed notebook then keeps no "profile = 'default'" cell, so nbval re-runs it at the test profile.
     os.environ["INTERPRETGAN_PROFILE"] = args.profile
+    os.environ[TEXT_ENV] = "1"  # text progress bars: the stored output shows each loop finished, not its first frame
     params = dict(args.parameter)
     for name in names:
         src = nb_dir / f"{name}.ipynb"

@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 import torchattacks
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from . import cache, fast
 from .attacks import DEFAULT_STEP, FGSM, MPGD, PGD, batch_size_for, check_epsilon, parse_attack_name, predict
