@@ -17,5 +17,7 @@ TEXT_ENV = "INTERPRETGAN_TEXT_PROGRESS"
 
 def tqdm(*args, **kwargs):
     """A ``tqdm`` bar: text when ``$INTERPRETGAN_TEXT_PROGRESS`` is 1, else ``tqdm.auto``'s choice."""
-    cls = _text if os.environ.get(TEXT_ENV, "").strip() in ("1", "true", "yes") else _auto
-    return cls(*args, **kwargs)
+    if os.environ.get(TEXT_ENV, "").strip() in ("1", "true", "yes"):
+        kwargs.setdefault("delay", 0.5)  # no "0/N" first frame: the first line printed already shows progress
+        return _text(*args, **kwargs)
+    return _auto(*args, **kwargs)
