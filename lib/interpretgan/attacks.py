@@ -29,7 +29,7 @@ from . import fast
 from .models import eval_mode
 
 #: Default PGD step size per dataset (the authors' ATTA evaluation code: 0.01 on MNIST).
-DEFAULT_STEP = {"mnist": 0.01, "cifar10": 0.003}
+DEFAULT_STEP = {"mnist": 0.01, "cifar10": 0.003, "celeba": 0.5 / 255}  # CelebA: eps 2/255 over 4
 ATTACK_FORMS = ("fgsm", "pgd<k>", "mpgd<k>")
 #: The one grammar of attack names: fgsm, pgd<k>, mpgd<k> with k a positive integer.
 ATTACK_NAME = re.compile(r"^(fgsm|pgd([1-9]\d*)|mpgd([1-9]\d*))$")
@@ -242,6 +242,29 @@ def accuracy(model: nn.Module, dataset, batch_size: int | None = None, device: s
         for x, y, _ in dataset.batches(batch_size, device=device):
             correct += int((predict(model, x, exact) == y).sum())
     return correct / len(dataset)
+
+
+def balanced_accuracy_of(labels: torch.Tensor, predictions: torch.Tensor) -> float:
+    """Mean over the classes present in ``labels`` of the fraction of that class predicted right (the mean
+    per-class recall; equals accuracy when the classes are balanced)."""
+    labels, predictions = labels.cpu(), predictions.cpu()
+    recalls = [float((predictions[labels == c] == c).float().mean()) for c in labels.unique().tolist()]
+    return sum(recalls) / len(recalls)
+
+
+@torch.no_grad()
+def predictions(model: nn.Module, dataset, batch_size: int | None = None, device: str | torch.device = "cpu",
+                exact: bool | None = None) -> torch.Tensor:
+    """``model``'s label for every image of an ImageSet (N,), on the CPU, in eval mode."""
+    batch_size = batch_size_for(batch_size, device, dataset)
+    with eval_mode(model):
+        return torch.cat([predict(model, x, exact).cpu() for x, _, _ in dataset.batches(batch_size, device=device)])
+
+
+def balanced_accuracy(model: nn.Module, dataset, batch_size: int | None = None, device: str | torch.device = "cpu",
+                      exact: bool | None = None) -> float:
+    """Clean balanced accuracy (mean per-class recall, in [0, 1]) of ``model`` on an ImageSet."""
+    return balanced_accuracy_of(dataset.labels, predictions(model, dataset, batch_size, device, exact))
 
 
 def misclassification_matrix(labels: torch.Tensor, pred_adv: torch.Tensor, num_classes: int = 10) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Datasets as ready tensors: MNIST resized to 32x32, as the paper does, and CIFAR-10.
+"""Datasets as ready tensors: MNIST resized to 32x32, as the paper does, CIFAR-10 and aligned CelebA faces.
 
 Who should use it: anything that needs images. ``mnist32("train")`` (or ``cifar10("train")``) returns an :class:`ImageSet`
 holding every image as uint8 in memory (no per-image PIL decoding); ``ImageSet.batches`` yields
@@ -14,6 +14,10 @@ CIFAR-10 (``cifar10(split)``, 3 x 32 x 32) is read from the real python batches
 (``<root>/cifar10-jpeg/{train,test}/<class>/NNNN.jpg``); the set's ``name`` and
 :func:`cifar10_source` say which, because results on the JPEG copy must be reported as
 "CIFAR-10 (JPEG copy)". Either is decoded once and then read from a safetensors cache.
+
+CelebA (``celeba(split, size=64)``, 3 x size x size, label ``Male``) is read from the whole data set in
+torchvision's layout (``<root>/celeba/``) when present, else from the 6,000-face subset
+(``<root>/celeba-subset/``); each face keeps its 40 attributes (``ImageSet.attribute("Wearing_Hat")``).
 """
 from __future__ import annotations
 
@@ -63,6 +67,8 @@ class ImageSet:
     labels: torch.Tensor
     indices: torch.Tensor
     name: str = ""
+    attributes: torch.Tensor | None = None   # (N, A) bool, e.g. CelebA's 40 attributes; None elsewhere
+    attribute_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -78,13 +84,24 @@ class ImageSet:
             return self
         g = torch.Generator().manual_seed(seed)
         pick = torch.randperm(len(self), generator=g)[:n].sort().values
-        return ImageSet(self.images[pick], self.labels[pick], self.indices[pick], f"{self.name}[{n}]")
+        return self._at(pick, f"{self.name}[{n}]")
+
+    def _at(self, positions: torch.Tensor, name: str) -> "ImageSet":
+        attrs = None if self.attributes is None else self.attributes[positions]
+        return ImageSet(self.images[positions], self.labels[positions], self.indices[positions], name, attrs,
+                        self.attribute_names)
 
     def take(self, positions: torch.Tensor | slice) -> "ImageSet":
         """The images at ``positions`` of this set (a slice or an index tensor), indices kept."""
         if isinstance(positions, slice):
             positions = torch.arange(len(self))[positions]
-        return ImageSet(self.images[positions], self.labels[positions], self.indices[positions], self.name)
+        return self._at(positions, self.name)
+
+    def attribute(self, name: str) -> torch.Tensor:
+        """The boolean column of attribute ``name`` (N,), e.g. ``faces.attribute("Wearing_Hat")``."""
+        if name not in self.attribute_names:
+            raise ValueError(f"attribute must be one of {list(self.attribute_names)}, got {name!r}")
+        return self.attributes[:, self.attribute_names.index(name)]
 
     def tensors(self, device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """All images as float in [0, 1] and their labels, on ``device``."""
@@ -317,14 +334,177 @@ def cifar10(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
     return ImageSet(x, y, torch.arange(len(y)), name)
 
 
-#: The datasets of the zoo: 32x32 MNIST (:func:`mnist32`) and CIFAR-10 (:func:`cifar10`).
-DATASETS = ("mnist", "cifar10")
+# ----------------------------------------------------------------------------------------------
+# CelebA (aligned faces, gender)
+
+CELEBA_FULL_DIR = "celeba"            # torchvision's layout of the whole data set
+CELEBA_SUBSET_DIR = "celeba-subset"   # the 6,000-face subset (official partitions and attributes)
+CELEBA_SPLITS = {"train": 0, "valid": 1, "test": 2}
+CELEBA_LABEL = "Male"
+CELEBA_CLASSES = ("female", "male")   # label 0: Male = -1, label 1: Male = 1
+CELEBA_ALIGNED = (178, 218)           # width, height of every img_align_celeba file
+#: progressive GAN's crop of aligned CelebA (Karras et al. 2018, dataset_tool): the 128x128 square
+#: centred at x = 89, y = 121 of the 178 x 218 image; then resized to the profile's size
+CELEBA_CROP = (89 - 64, 121 - 64, 89 + 64, 121 + 64)   # left, top, right, bottom
+CELEBA_SIZES = (32, 64, 128)
 
 
-def load(dataset: str, split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
-    """The ImageSet of ``dataset`` (one of :data:`DATASETS`) and ``split`` ("train" | "test")."""
+def _celeba_dir(root: Path) -> Path:
+    """``<root>/celeba`` (the full data set, torchvision's layout) when it holds the aligned images, else
+    ``<root>/celeba-subset``; each must hold ``img_align_celeba/``, ``list_attr_celeba.txt`` and
+    ``list_eval_partition.txt``, else a DataError naming what is missing."""
+    for name in (CELEBA_FULL_DIR, CELEBA_SUBSET_DIR):
+        folder = root / name
+        if (folder / "img_align_celeba").is_dir():
+            missing = [f for f in ("list_attr_celeba.txt", "list_eval_partition.txt") if not (folder / f).is_file()]
+            if missing:
+                raise DataError(f"CelebA folder {folder} has img_align_celeba/ but lacks {', '.join(missing)} "
+                                f"(the official annotation files)")
+            return folder
+    raise DataError(f"CelebA not found under data root {root}: expected {root / CELEBA_FULL_DIR}/ (torchvision's "
+                    f"layout: img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt) or "
+                    f"{root / CELEBA_SUBSET_DIR}/ (the same files for a subset). Set the `data_root` parameter or "
+                    f"INTERPRETGAN_DATA to a folder that holds one of them.")
+
+
+def read_celeba_attributes(path: Path) -> tuple[list[str], tuple[str, ...], np.ndarray]:
+    """The official attribute file: (file names, the 40 attribute names, an (N, 40) bool array).
+    Its first line is the row count, the second the attribute names, then one ``NNNNNN.jpg`` row of
+    -1/1 values per image; a file that does not follow this raises a DataError naming it and the line."""
+    if not path.is_file():
+        raise DataError(f"missing CelebA attribute file {path} (expected the official list_attr_celeba.txt)")
+    lines = path.read_text().splitlines()
+    try:
+        count = int(lines[0].strip())
+        names = tuple(lines[1].split())
+    except (IndexError, ValueError):
+        raise DataError(f"{path} is not a CelebA attribute file: expected a row count on line 1 and the "
+                        f"attribute names on line 2") from None
+    if CELEBA_LABEL not in names:
+        raise DataError(f"{path}: line 2 must name the attributes, including {CELEBA_LABEL!r}; got {names[:5]}...")
+    rows = [ln.split() for ln in lines[2:] if ln.strip()]
+    if len(rows) != count:
+        raise DataError(f"{path} is truncated or malformed: line 1 says {count} images, it holds {len(rows)} rows")
+    files, values = [], np.empty((count, len(names)), dtype=bool)
+    for k, row in enumerate(rows):
+        if len(row) != len(names) + 1 or any(v not in ("1", "-1") for v in row[1:]):
+            raise DataError(f"{path}, line {k + 3}: expected a file name and {len(names)} values of -1 or 1, "
+                            f"got {' '.join(row[:4])}...")
+        files.append(row[0])
+        values[k] = [v == "1" for v in row[1:]]
+    return files, names, values
+
+
+def read_celeba_partitions(path: Path) -> dict[str, int]:
+    """The official partition file: file name -> 0 (train), 1 (valid) or 2 (test)."""
+    if not path.is_file():
+        raise DataError(f"missing CelebA partition file {path} (expected the official list_eval_partition.txt)")
+    out = {}
+    for k, line in enumerate(path.read_text().splitlines()):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+            raise DataError(f"{path}, line {k + 1}: expected 'NNNNNN.jpg 0|1|2', got {line[:40]!r}")
+        out[parts[0]] = int(parts[1])
+    return out
+
+
+def crop_face(image, size: int) -> np.ndarray:
+    """One aligned CelebA PIL image -> (size, size, 3) uint8: progressive GAN's centred 128x128 crop
+    (:data:`CELEBA_CROP`), resized with an antialiased bilinear filter when ``size`` != 128."""
+    from PIL import Image
+    face = image.convert("RGB").crop(CELEBA_CROP)
+    if size != 128:
+        face = face.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    return np.asarray(face)
+
+
+def _decode_faces(folder: Path, files: list[str], size: int, desc: str) -> torch.Tensor:
+    """Decode, check (178 x 218, complete) and crop every listed aligned face: (N, 3, size, size) uint8."""
+    from PIL import Image
+    out = np.empty((len(files), size, size, 3), dtype=np.uint8)
+    for k, name in enumerate(tqdm(files, desc=desc, leave=False, disable=None, mininterval=1.0)):
+        path = folder / "img_align_celeba" / name
+        if not path.is_file():
+            raise DataError(f"missing CelebA image {path} (listed in {folder / 'list_attr_celeba.txt'})")
+        try:
+            with Image.open(path) as img:
+                img.load()
+                if img.size != CELEBA_ALIGNED:
+                    raise DataError(f"{path} is {img.size[0]}x{img.size[1]}; expected an aligned CelebA image "
+                                    f"of {CELEBA_ALIGNED[0]}x{CELEBA_ALIGNED[1]}")
+                out[k] = crop_face(img, size)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{path} failed to decode ({type(exc).__name__}: {exc}); expected a complete "
+                            f"{CELEBA_ALIGNED[0]}x{CELEBA_ALIGNED[1]} JPEG") from None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+
+
+def celeba_source(data_root: str | os.PathLike | None = None) -> str:
+    """Which CelebA :func:`celeba` reads: "celeba" (the whole data set) or "celeba-subset"."""
+    return _celeba_dir(paths.data_root(data_root)).name
+
+
+def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 64) -> ImageSet:
+    """Aligned CelebA ``split`` ("train" | "valid" | "test", the official partitions) for gender:
+    uint8 faces (N x 3 x size x size, progressive GAN's centred crop), labels 1 for ``Male`` and 0
+    otherwise (:data:`CELEBA_CLASSES`), and all 40 attributes (``attributes``, ``attribute_names``).
+
+    Reads ``<root>/celeba`` (the whole data set) when present, else ``<root>/celeba-subset`` (6,000
+    faces: 4,560 / 780 / 660). The annotation files and every listed image are checked (a missing or
+    truncated file names itself) and decoded once into the artifact folder; later calls read that,
+    keyed by the folder, the annotation files' sizes and times, and ``size``. ``indices`` are positions
+    in the split (file order).
+    """
+    if split not in CELEBA_SPLITS:
+        raise ValueError(f"split must be one of {list(CELEBA_SPLITS)}, got {split!r}")
+    if size not in CELEBA_SIZES:
+        raise ValueError(f"size must be one of {list(CELEBA_SIZES)}, got {size!r}")
+    folder = _celeba_dir(paths.data_root(data_root))
+    attr_file, part_file = folder / "list_attr_celeba.txt", folder / "list_eval_partition.txt"
+    stamp = "|".join(f"{f.stat().st_size}:{int(f.stat().st_mtime)}" for f in (attr_file, part_file))
+    key = hashlib.sha256(f"{folder.resolve()}|{stamp}|{size}|crop{CELEBA_CROP}".encode()).hexdigest()[:16]
+    name = f"{folder.name}-{split}-{size}"
+    cached = paths.artifacts_root() / "data" / f"{name}-{key}.safetensors"
+    if cached.is_file():
+        t = load_file(str(cached))
+        names = tuple(t["attribute_names"].numpy().tobytes().decode().split(","))
+        return ImageSet(t["images"], t["labels"], torch.arange(len(t["labels"])), name, t["attributes"].bool(), names)
+    files, names, values = read_celeba_attributes(attr_file)
+    partitions = read_celeba_partitions(part_file)
+    unknown = [f for f in files if f not in partitions]
+    if unknown:
+        raise DataError(f"{part_file} has no partition for {len(unknown)} images of {attr_file} "
+                        f"(first: {unknown[0]})")
+    keep = [k for k, f in enumerate(files) if partitions[f] == CELEBA_SPLITS[split]]
+    if not keep:
+        raise DataError(f"{attr_file} lists no image of the {split!r} partition")
+    x = _decode_faces(folder, [files[k] for k in keep], size, desc=name)
+    attrs = torch.from_numpy(values[keep])
+    y = attrs[:, names.index(CELEBA_LABEL)].long()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cached) as tmp:
+        save_file({"images": x, "labels": y, "attributes": attrs.to(torch.uint8),
+                   "attribute_names": torch.frombuffer(bytearray(",".join(names).encode()), dtype=torch.uint8)},
+                  str(tmp))
+    return ImageSet(x, y, torch.arange(len(y)), name, attrs, names)
+
+
+#: The datasets of the zoo: 32x32 MNIST (:func:`mnist32`), CIFAR-10 (:func:`cifar10`) and aligned CelebA
+#: faces for gender (:func:`celeba`).
+DATASETS = ("mnist", "cifar10", "celeba")
+
+
+def load(dataset: str, split: str, data_root: str | os.PathLike | None = None, size: int | None = None) -> ImageSet:
+    """The ImageSet of ``dataset`` (one of :data:`DATASETS`) and ``split`` ("train" | "test"; CelebA also
+    "valid"); ``size`` is CelebA's side in pixels (default 64; MNIST and CIFAR-10 are 32)."""
     if dataset == "mnist":
         return mnist32(split, data_root)
     if dataset == "cifar10":
         return cifar10(split, data_root)
+    if dataset == "celeba":
+        return celeba(split, data_root, 64 if size is None else size)
     raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")

@@ -11,7 +11,8 @@ so G's loss is its adversarial loss plus lambda times the cross-entropy between 
 distribution on x and f's prediction on x_hat (L_I up to the constant H(y)). G's only input is C(l):
 there is no noise vector.
 
-The generator is a progressive GAN (Karras et al. 2018, the paper's ref [24]): 4 scales (4x4 ... 32x32),
+The generator is a progressive GAN (Karras et al. 2018, the paper's ref [24]): 4 scales (4x4 ... 32x32) for
+MNIST, 5 or 6 (to 64x64 or 128x128) for CelebA,
 2 convolutions per scale joined by nearest upsampling, each new scale faded in; the discriminator
 mirrors it with average-pool downsampling and a minibatch-standard-deviation feature. Progressive
 GAN's recipe: WGAN-GP with the drift term, Adam (lr 0.001, betas (0, 0.99)), equalised learning rate,
@@ -43,9 +44,14 @@ from . import fast
 from .attacks import predict
 from .cache import atomic_path, load_checkpoint, save_checkpoint
 from .data import to_float
-from .models import freeze
+from .models import eval_mode, freeze
 
-RESOLUTIONS = (4, 8, 16, 32)
+RESOLUTIONS = (4, 8, 16, 32)  # MNIST's four scales; in general scale k is resolution(k) pixels square
+
+
+def resolution(scale: int) -> int:
+    """The side in pixels of progressive GAN's scale ``scale`` (0-based): 4 * 2**scale."""
+    return 4 * 2 ** scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -116,14 +122,26 @@ class CompressionNet(nn.Module):
     collapses every image to one code within the first 20 steps and the critic never recovers (measured
     on the MNIST model's conv1: the explanations' std over images fell from 0.29 to 0.03 and stayed).
 
-    Shape: input (N, *latent_shape); output (N, code_dim).
+    With ``code_map`` the code is a ``code_dim`` x 4 x 4 map instead (paper Table 5, the CelebA model):
+    convolutional latents go through stages of 3x3 conv + LeakyReLU + 2x2 average pooling until the map is
+    4x4, each stage doubling the channels up to ``code_dim`` (a 4x4 latent gets one conv and no pooling; a
+    smaller one is first upsampled to 4x4, nearest), and vector latents through one FC layer to
+    ``code_dim * 16`` values shaped as the map. For the full-width VGG16 at 128 px this is Table 5
+    exactly: block1 (64x64x64) -> conv 128, 256, 512, 512; block2 -> 256, 512, 512; block3 -> 512, 512;
+    block4 -> 512; block5 (512x4x4) -> conv 512; fc1..3 -> FC. The map is standardised per channel.
+
+    Shape: input (N, *latent_shape); output (N, code_dim), or (N, code_dim, 4, 4) with ``code_map``.
     """
 
-    def __init__(self, latent_shape: tuple[int, ...], code_dim: int = 128, min_side: int = 5):
+    def __init__(self, latent_shape: tuple[int, ...], code_dim: int = 128, min_side: int = 5,
+                 code_map: bool = False):
         super().__init__()
-        self.latent_shape = tuple(latent_shape)
+        self.latent_shape, self.code_map = tuple(latent_shape), code_map
         layers: list[nn.Module] = []
         self.stages: list[int] = []
+        if code_map:
+            self._build_map(code_dim)
+            return
         if len(latent_shape) == 3:
             c_in, h, w = latent_shape
             c = max(64, 2 * c_in)
@@ -137,8 +155,39 @@ class CompressionNet(nn.Module):
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(flat, code_dim))
         self.standardise = nn.BatchNorm1d(code_dim, affine=False)
 
+    def _build_map(self, code_dim: int) -> None:
+        """Table 5's networks: latent -> (code_dim, 4, 4)."""
+        layers: list[nn.Module] = []
+        self.pooled: list[bool] = []
+        if len(self.latent_shape) == 3:
+            c_in, side, _ = self.latent_shape
+            self.upsampled = side < 4
+            if side < 4:
+                layers.append(nn.Upsample(size=(4, 4), mode="nearest"))
+                side = 4
+            if side == 4:
+                layers += [nn.Conv2d(c_in, code_dim, 3, padding=1), _act()]
+                self.stages.append(code_dim)
+                self.pooled.append(False)
+            while side > 4:  # the last stage (8x8 -> 4x4) gives code_dim channels
+                c = code_dim if side == 8 else min(2 * c_in, code_dim)
+                layers += [nn.Conv2d(c_in, c, 3, padding=1), _act(), nn.AvgPool2d(2)]
+                self.stages.append(c)
+                self.pooled.append(True)
+                c_in, side = c, side // 2
+        else:
+            layers += [nn.Flatten(), nn.Linear(int(np.prod(self.latent_shape)), code_dim * 16),
+                       nn.Unflatten(1, (code_dim, 4, 4))]
+        self.net = nn.Sequential(*layers)
+        self.standardise = nn.BatchNorm2d(code_dim, affine=False)
+
     def describe(self) -> str:
-        """The architecture in Table 4's notation, e.g. ``3x3 Conv, 64 -> AvgPooling -> FC``."""
+        """The architecture in Table 4's (or Table 5's) notation, e.g. ``3x3 Conv, 64 -> AvgPooling -> FC``."""
+        if self.code_map:
+            if not self.stages:
+                return "FC"
+            return " -> ".join((["Upsample to 4x4"] if self.upsampled else []) +
+                               [f"3x3 Conv, {c}" + (" -> AvgPooling" if p else "") for c, p in zip(self.stages, self.pooled)])
         return " -> ".join([f"3x3 Conv, {c} -> AvgPooling" for c in self.stages] + ["FC"])
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
@@ -147,14 +196,20 @@ class CompressionNet(nn.Module):
 
 class Generator(nn.Module):
     """Progressive generator: code (N, code_dim) -> image (N, out_channels, r, r) in [-1, 1] units (linear
-    output), r = 4 * 2**scale. ``channels[k]`` is the width at scale k (4x4, 8x8, 16x16, 32x32)."""
+    output), r = 4 * 2**scale. ``channels[k]`` is the width at scale k (4x4, 8x8, 16x16, 32x32, ...).
+    With ``code_map`` the code is a (N, code_dim, 4, 4) map (:class:`CompressionNet` with ``code_map``) and
+    the first layer is a 3x3 convolution on it instead of the linear 4x4 "transposed convolution"."""
 
-    def __init__(self, code_dim: int = 128, channels: tuple[int, ...] = (64, 64, 32, 32), out_channels: int = 1):
+    def __init__(self, code_dim: int = 128, channels: tuple[int, ...] = (64, 64, 32, 32), out_channels: int = 1,
+                 code_map: bool = False):
         super().__init__()
         c0 = channels[0]
-        self.c0 = c0
+        self.c0, self.code_map = c0, code_map
         self.norm_in = PixelNorm()
-        self.input = EqualizedLinear(code_dim, c0 * 16, gain=math.sqrt(2) / 4)  # the 4x4 "transposed conv"
+        if code_map:
+            self.input = EqualizedConv2d(code_dim, c0, 3, padding=1)
+        else:
+            self.input = EqualizedLinear(code_dim, c0 * 16, gain=math.sqrt(2) / 4)  # the 4x4 "transposed conv"
         self.first = nn.Sequential(_act(), PixelNorm(), EqualizedConv2d(c0, c0, 3, padding=1), _act(), PixelNorm())
         self.blocks = nn.ModuleList()
         for k in range(1, len(channels)):
@@ -170,7 +225,7 @@ class Generator(nn.Module):
 
     def forward(self, code: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         scale = self.n_scales - 1 if scale is None else scale
-        h = self.first(self.input(self.norm_in(code)).view(len(code), self.c0, 4, 4))
+        h = self.first(self.input(self.norm_in(code)).view(len(code), self.c0, 4, 4))  # (N, c0, 4, 4) either way
         prev = h
         for k in range(scale):
             prev, h = h, self.blocks[k](h)
@@ -241,9 +296,20 @@ class GANSettings:
     n_train: int | None = None         # training images (None: the whole split)
     checkpoint_every: int = 10_000
     pixel_loss: bool = False           # the baseline inverter (ref [21]): MSE to x only, no D, no L_I
+    code_map: bool = False             # C's code is a code_dim x 4 x 4 map (Table 5, CelebA), not a vector
+
+    #: fields added after explainers were first shipped: left out of :meth:`as_dict` (the cache key) at
+    #: their default, so that the keys of earlier fits stay valid
+    LATER_FIELDS = {"code_map": False}
 
     def as_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if not (k in self.LATER_FIELDS and v == self.LATER_FIELDS[k])}
+
+    @property
+    def image_size(self) -> int:
+        """The side of the explanations in pixels: the last scale's resolution."""
+        return resolution(len(self.channels) - 1)
 
 
 def latent_of(model: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
@@ -276,6 +342,7 @@ class Explainer(nn.Module):
     def __init__(self, classifier: nn.Module, layer: str, compression: CompressionNet, generator: Generator):
         super().__init__()
         self.layer, self.compression, self.generator = layer, compression, generator
+        self.image_size = resolution(generator.n_scales - 1)
         self._classifier = [classifier]  # not a submodule: its weights are not this explainer's
 
     @property
@@ -286,7 +353,7 @@ class Explainer(nn.Module):
     def explain_latent(self, latent: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
         with fast.autocast(latent.device, exact):
             out = self.generator(self.compression(latent))
-        return to_unit(out.float())
+        return to_unit(out.float(), self.image_size)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
@@ -295,7 +362,7 @@ class Explainer(nn.Module):
         return self.explain_latent(latent.float(), exact)
 
 
-def to_unit(images: torch.Tensor, size: int = 32) -> torch.Tensor:
+def to_unit(images: torch.Tensor, size: int = 32) -> torch.Tensor:  # 32: MNIST's side
     """Generator output in [-1, 1] units at any resolution -> images in [0, 1] at ``size`` (nearest upsampling)."""
     if images.shape[-1] != size:
         images = F.interpolate(images, size=(size, size), mode="nearest")
@@ -388,8 +455,8 @@ def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANS
                 exact: bool) -> _Nets:
     """Fresh C, G, D, their EMA copies and optimisers; channels-last on the fast path (1.6x on G and D at
     32x32 on the 2-core CPU, measured)."""
-    C = CompressionNet(latent_shape, settings.code_dim).to(device)
-    G = Generator(settings.code_dim, settings.channels, channels_out).to(device)
+    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map).to(device)
+    G = Generator(settings.code_dim, settings.channels, channels_out, code_map=settings.code_map).to(device)
     D = Discriminator(settings.channels, channels_out).to(device)
     for m in (C, G, D):
         fast.prepare(m, exact)
@@ -404,7 +471,7 @@ def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANS
 def real_images(x: torch.Tensor, scale: int, alpha: float) -> torch.Tensor:
     """Images ``x`` in [0, 1] as the critic sees them at ``scale``: in [-1, 1], average-pooled to the scale's
     resolution and, while the scale fades in (``alpha`` < 1), blended with the previous resolution."""
-    res = RESOLUTIONS[scale]
+    res = resolution(scale)
     real = x * 2 - 1
     if res < real.shape[-1]:
         real = F.avg_pool2d(real, real.shape[-1] // res)
@@ -451,7 +518,7 @@ def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, targe
         finally:
             for q in nets.D.parameters():
                 q.requires_grad_(True)
-        loss_i = interpretability_loss(classifier, to_unit(fake), target, exact)
+        loss_i = interpretability_loss(classifier, to_unit(fake, settings.image_size), target, exact)
         loss = adv + settings.interpretability * loss_i
         rec = {"loss_g": adv.item(), "loss_i": loss_i.item()}
     nets.opt_g.zero_grad(set_to_none=True)
@@ -586,7 +653,7 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             history["seconds"].append(elapsed)
             for k, v in rec.items():
                 history[k].append(v)
-            bar.set_postfix(scale=f"{RESOLUTIONS[scale]}x{RESOLUTIONS[scale]}", alpha=f"{alpha:.2f}",
+            bar.set_postfix(scale=f"{resolution(scale)}x{resolution(scale)}", alpha=f"{alpha:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
         while stops and shown >= stops[0]:
@@ -618,11 +685,12 @@ def build_explainer(classifier: nn.Module, layer: str, settings: GANSettings, st
                     device: str | torch.device | None = None) -> Explainer:
     """An :class:`Explainer` for ``layer`` of ``classifier`` with the weights ``state`` (from :func:`explainer_state`)."""
     device = torch.device(device or next(classifier.parameters()).device)
-    probe = torch.zeros(1, *state["generator.to_rgb.0.weight"].shape[:1], 32, 32, device=device)
-    with torch.no_grad():
+    probe = torch.zeros(1, *state["generator.to_rgb.0.weight"].shape[:1], settings.image_size, settings.image_size,
+                        device=device)
+    with torch.no_grad(), eval_mode(classifier):
         latent_shape = tuple(latent_of(classifier, probe, layer).shape[1:])
-    C = CompressionNet(latent_shape, settings.code_dim)
-    G = Generator(settings.code_dim, settings.channels, probe.shape[1])
+    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map)
+    G = Generator(settings.code_dim, settings.channels, probe.shape[1], code_map=settings.code_map)
     for mod, name in ((C, "compression"), (G, "generator")):
         mod.load_state_dict({k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")})
     return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval())

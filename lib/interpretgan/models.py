@@ -1,4 +1,4 @@
-"""The classifier zoo: the paper's MNIST model and two CIFAR-10 models, each with a pooling switch
+"""The classifier zoo: the paper's MNIST model, two CIFAR-10 models and the CelebA VGG16, each with a pooling switch
 and split at any named layer.
 
 Who should use it: anything that needs the classifier or its latents. ``SmallCNN(pooling="max")``
@@ -19,6 +19,9 @@ The CIFAR-10 models (3x32x32 input) follow the same contract (:class:`NamedLayer
 - :class:`WideResNet` (``build("wrn34_10")`` is WRN-34-10): named layers
   ``conv1  block1  block2  block3  head``.
 
+The CelebA gender model (3 x S x S faces, S = 64 or 128), :class:`FaceVGG16` (``build("face_vgg16")``):
+named layers ``block1 .. block5  fc1  fc2  fc3``.
+
 Example::
 
     >>> model = SmallCNN(pooling="avg")
@@ -36,7 +39,7 @@ from torch import nn
 
 POOLINGS = ("max", "avg")
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3")
-ARCHS = ("smallcnn", "vgg16", "wrn34_10")
+ARCHS = ("smallcnn", "vgg16", "wrn34_10", "face_vgg16")
 VGG16_LAYERS = ("block1", "block2", "block3", "block4", "block5", "fc")
 WRN_LAYERS = ("conv1", "block1", "block2", "block3", "head")
 
@@ -195,6 +198,58 @@ class VGG16(NamedLayers):
                 c_in = c_out
             setattr(self, f"block{k}", nn.Sequential(*mods, _pool(pooling)))
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in, num_classes))
+        _init_weights(self)
+
+
+class FaceVGG16(NamedLayers):
+    """VGG16 with batch norm for CelebA gender (the paper's Section 4 model): the same 13 convolutions
+    in five blocks as :class:`VGG16`, each block closed by the pooling switch, then VGG's three fully
+    connected layers.
+
+    Named layers (the top-level children, in order) and their latents for 3 x S x S input (S = 128 at
+    the paper profile, 64 at the default; widths at ``width=1``)::
+
+        block1  64 x S/2  x S/2    conv64  conv64  pool
+        block2 128 x S/4  x S/4    conv128 conv128 pool
+        block3 256 x S/8  x S/8    conv256 x 3     pool
+        block4 512 x S/16 x S/16   conv512 x 3     pool
+        block5 512 x S/32 x S/32   conv512 x 3     pool
+        fc1    hidden              Flatten -> Linear -> ReLU
+        fc2    hidden              Dropout -> Linear -> ReLU
+        fc3    num_classes         Dropout -> Linear (the logits)
+
+    Arguments:
+        pooling: "max" or "avg", the five 2x2/stride-2 poolings.
+        image_size: S, a multiple of 32 (the flattened block5 latent is 512 * width * (S/32)^2).
+        width: multiplies every convolution's channel count (0.25 for the default profile's CPU model).
+        hidden: width of fc1 and fc2 (VGG's 4096 at the paper profile).
+        num_classes: 2 (female, male); dropout: before fc2 and fc3 (VGG's 0.5).
+
+    Shape: input (N, 3, S, S) in [0, 1]; output logits (N, num_classes).
+    """
+
+    layer_names = ("block1", "block2", "block3", "block4", "block5", "fc1", "fc2", "fc3")
+
+    def __init__(self, pooling: str = "max", image_size: int = 64, width: float = 1.0, hidden: int = 4096,
+                 num_classes: int = 2, dropout: float = 0.5):
+        super().__init__()
+        if image_size % 32:
+            raise ValueError(f"image_size must be a multiple of 32, got {image_size}")
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        self.pooling, self.width, self.image_size = pooling, width, image_size
+        c_in = 3
+        for k, block in enumerate(VGG16.CONFIG, start=1):
+            mods: list[nn.Module] = []
+            for c in block:
+                c_out = max(1, int(round(c * width)))
+                mods += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+                c_in = c_out
+            setattr(self, f"block{k}", nn.Sequential(*mods, _pool(pooling)))
+        side = image_size // 32
+        self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.ReLU())
+        self.fc2 = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
+        self.fc3 = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
         _init_weights(self)
 
 
@@ -376,7 +431,7 @@ JUDGE_ARCHS = {"lenet": JudgeCNN, "mlp": JudgeMLP, "resnet": JudgeResNet}
 
 def build(arch: str = "smallcnn", pooling: str = "max", **kwargs) -> nn.Module:
     """A model of the zoo by name: ``smallcnn`` (the paper's MNIST model), ``vgg16`` (CIFAR-10 VGG16-BN),
-    ``wrn34_10`` (CIFAR-10 WRN-34-10) or ``wrn`` (a WideResNet; pass ``depth`` and ``widen_factor``).
+    ``wrn34_10`` (CIFAR-10 WRN-34-10), ``face_vgg16`` (CelebA gender VGG16-BN) or ``wrn`` (a WideResNet; pass ``depth`` and ``widen_factor``).
     Other keyword arguments go to the model's constructor."""
     if arch == "smallcnn":
         return SmallCNN(pooling=pooling, **kwargs)
@@ -384,6 +439,8 @@ def build(arch: str = "smallcnn", pooling: str = "max", **kwargs) -> nn.Module:
         return VGG16(pooling=pooling, **kwargs)
     if arch == "wrn34_10":
         return WideResNet(depth=34, widen_factor=10, pooling=pooling, **kwargs)
+    if arch == "face_vgg16":
+        return FaceVGG16(pooling=pooling, **kwargs)
     if arch == "wrn":
         if "depth" not in kwargs or "widen_factor" not in kwargs:
             raise ValueError("arch 'wrn' needs explicit depth and widen_factor keyword arguments")

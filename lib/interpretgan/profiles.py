@@ -48,6 +48,47 @@ PAPER_ATTA = {
                                    eval_step=0.003, n_eval=1000),
 }
 
+@dataclass(frozen=True)
+class FaceSchedule:
+    """CelebA gender: the VGG16's size, its natural training, the attack and InterpretGAN's schedule.
+
+    The optimiser is Adam (betas 0.9, 0.999): the paper gives only "7 epochs with a 0.001 learning rate"
+    for its VGG16, which is Adam's usual rate, and SGD at 0.001 for 7 epochs leaves a VGG16 trained from
+    scratch far from converged. The attack is PGD-``attack_steps``, l_inf, eps ``epsilon`` (the paper's
+    2/255), step ``attack_step`` (eps / 4), random start."""
+
+    image_size: int                 # faces are image_size x image_size (progressive GAN's crop)
+    width: float                    # VGG16 convolution widths x width
+    hidden: int                     # fc1 / fc2 width
+    epochs: int
+    lr: float
+    lr_milestones: tuple[int, ...] = ()
+    lr_gamma: float = 0.1
+    optimizer: str = "adam"
+    batch_size: int = 64
+    weight_decay: float = 0.0
+    flip: bool = True               # random horizontal flips in training
+    n_train: int | None = None      # training faces (None: the whole train partition)
+    n_test: int | None = None       # test faces for accuracy, the attack and the diagnosis (None: all)
+    epsilon: float = 2 / 255
+    attack_steps: int = 20
+    attack_step: float = 0.5 / 255
+    gan: GANSettings = field(default_factory=GANSettings)
+    inverter_images: tuple[int, ...] = ()  # the pixel-loss baseline's images per scale
+    n_gan_eval: int | None = None   # test faces for explanation accuracy and the Fréchet distance
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+#: CelebA at the paper's settings: full VGG16 at 128 px, 7 epochs at 0.001; 6 scales to 128 px, 48,000
+#: iterations at the first scale and 96,000 at each other (x batch 16: progressive GAN's CelebA batch).
+PAPER_FACES = FaceSchedule(image_size=128, width=1.0, hidden=4096, epochs=7, lr=0.001, batch_size=64,
+                           gan=GANSettings(code_dim=512, channels=(512, 512, 512, 256, 128, 64), batch_size=16,
+                                           images=(768_000, *(1_536_000,) * 5), ema=0.999, checkpoint_every=96_000,
+                                           code_map=True),
+                           inverter_images=(96_000, *(192_000,) * 5))
+
 #: CIFAR-10 architectures per profile: build() keyword arguments (the paper: full VGG16 and WRN-34-10).
 PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
                      "wrn": {"arch": "wrn", "depth": 34, "widen_factor": 10}}
@@ -84,6 +125,7 @@ class Profile:
     n_gan_monitor: int = 500        # test images scored at every checkpoint of a fit
     n_gan_eval: int | None = None   # test images for explanation accuracy and the Fréchet distance
     ablation_layers: tuple[str, ...] = ("conv2", "fc2")  # layers also fitted with lambda = 0
+    celeba: FaceSchedule = PAPER_FACES  # the CelebA gender model, its attack and its generators (07_celeba)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def as_dict(self) -> dict:
@@ -103,6 +145,18 @@ DEFAULT_ATTA = {
                                    weight_decay=2e-4, reset_every=None, augment=True, n_train=10_000,
                                    eval_steps=10, eval_step=0.007, n_eval=500),
 }
+#: CelebA at the default profile: VGG16 at 1/4 width, 64 px, fc 256; 5 scales to 64 px.
+DEFAULT_FACES = FaceSchedule(image_size=64, width=0.25, hidden=256, epochs=20, lr=0.001, lr_milestones=(15,),
+                             batch_size=64,
+                             gan=GANSettings(code_dim=128, channels=(128, 128, 64, 32, 16), batch_size=32,
+                                             images=(6_000, 6_000, 12_000, 18_000, 36_000), ema=0.99, critic_steps=2,
+                                             checkpoint_every=6_000, code_map=True),
+                             inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000))
+SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0.001, batch_size=32, n_train=512,
+                           n_test=64, gan=GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
+                                                      images=(128, 128, 128, 256), ema=0.9, checkpoint_every=320,
+                                                      code_map=True),
+                           inverter_images=(64, 64, 64, 128), n_gan_eval=64)
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
 
@@ -114,7 +168,7 @@ PROFILES = {
                      gan=GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(256, 256, 256, 512),
                               ema=0.9, n_train=2_000, checkpoint_every=640),
                      ablation_images=(128, 128, 128, 256), inverter_images=(128, 128, 128, 256), n_gan_monitor=100,
-                     n_gan_eval=200,
+                     n_gan_eval=200, celeba=SMOKE_FACES,
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
@@ -124,7 +178,7 @@ PROFILES = {
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),
                        ablation_images=(3_000, 3_000, 6_000, 12_000), inverter_images=(3_000, 3_000, 6_000, 12_000),
-                       n_gan_eval=2_000,
+                       n_gan_eval=2_000, celeba=DEFAULT_FACES,
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
                               "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "

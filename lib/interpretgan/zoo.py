@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from . import cache, fast, gan
-from .attacks import PGD, AttackResult, accuracy, make_attack, run_attack
+from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
 from .data import DATASETS, load, mnist32
 from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
@@ -44,13 +44,27 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
     """Every setting that changes the trained classifier (its cache key is made from these).
 
     ``dataset`` "mnist" uses the paper's SmallCNN; "cifar10" takes ``arch`` "vgg16" or "wrn", sized
-    by the profile (``Profile.cifar_archs``) and trained adversarially only, as in the paper.
+    by the profile (``Profile.cifar_archs``) and trained adversarially only, as in the paper; "celeba"
+    is the gender VGG16 (:class:`~interpretgan.models.FaceVGG16`) sized and trained naturally as the
+    profile's ``celeba`` schedule says.
     """
     p = get_profile(profile)
     if training not in TRAININGS:
         raise ValueError(f"training must be one of {list(TRAININGS)}, got {training!r}")
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {list(DATASETS)}, got {dataset!r}")
+    if dataset == "celeba":
+        if arch not in (None, "face_vgg16"):
+            raise ValueError(f"arch for celeba must be 'face_vgg16', got {arch!r}")
+        if training != "natural":
+            raise ValueError("the CelebA model is trained naturally only (training='natural'), as in the paper")
+        f = p.celeba
+        return {"kind": "classifier", "version": ARCH_VERSION, "dataset": "celeba", "arch": "face_vgg16",
+                "model": {"arch": "face_vgg16", "image_size": f.image_size, "width": f.width, "hidden": f.hidden},
+                "pooling": pooling, "training": "natural", "seed": int(seed), "n_train": f.n_train, "n_train_seed": 0,
+                "epochs": f.epochs, "lr": f.lr, "lr_milestones": list(f.lr_milestones), "lr_gamma": f.lr_gamma,
+                "optimizer": f.optimizer, "momentum": 0.9, "weight_decay": f.weight_decay,
+                "batch_size": f.batch_size, "flip": f.flip, "exact": fast.resolve_exact(exact)}
     if dataset == "cifar10":
         if arch not in p.cifar_archs:
             raise ValueError(f"arch for cifar10 must be one of {list(p.cifar_archs)}, got {arch!r}")
@@ -72,6 +86,19 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
             "weight_decay": 0.0, "batch_size": p.batch_size, "exact": fast.resolve_exact(exact)}
 
 
+def image_size_of(settings: dict[str, Any]) -> int | None:
+    """The side in pixels of a classifier's input when its dataset has a choice (CelebA), else None."""
+    return settings.get("model", {}).get("image_size")
+
+
+def test_set(profile: str, settings: dict[str, Any], data_root: str | None = None):
+    """The profile's test images for a classifier's dataset: a fixed subset (seed 0) of the test split of
+    ``profile``'s size for it (MNIST ``n_test``, CIFAR-10 ``n_cifar_test``, CelebA ``celeba.n_test``)."""
+    p, dataset = get_profile(profile), dataset_of(settings)
+    n = {"mnist": p.n_test, "cifar10": p.n_cifar_test, "celeba": p.celeba.n_test}[dataset]
+    return load(dataset, "test", data_root, size=image_size_of(settings)).subset(n)
+
+
 def shipped_name(settings: dict[str, Any]) -> str:
     """File name of these settings' weights in ``weights/``."""
     dataset = dataset_of(settings)
@@ -88,13 +115,15 @@ def _build(settings: dict[str, Any]) -> nn.Module:
 def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact):
     """Train ``model`` on these settings (natural or ATTA); returns the history."""
     dataset = dataset_of(settings)
-    train = load(dataset, "train", data_root).subset(settings["n_train"], seed=settings["n_train_seed"])
+    train = load(dataset, "train", data_root, size=image_size_of(settings)).subset(settings["n_train"],
+                                                                                    seed=settings["n_train_seed"])
     common = dict(epochs=settings["epochs"], lr=settings["lr"], lr_milestones=tuple(settings["lr_milestones"]),
                   lr_gamma=settings["lr_gamma"], momentum=settings["momentum"],
                   weight_decay=settings["weight_decay"], batch_size=settings["batch_size"], seed=settings["seed"],
                   checkpoint=checkpoint, device=device, progress=progress, exact=exact)
     if settings["training"] == "natural":
-        return train_natural(model, train, test, **common)
+        return train_natural(model, train, test, optimizer=settings.get("optimizer", "sgd"),
+                             flip=settings.get("flip", False), **common)
     check = PGD(settings["eps"], alpha=settings["eval_step"], steps=settings["eval_steps"], exact=exact)
     return train_atta(model, train, test, eps=settings["eps"], step_size=settings["step"], beta=settings["beta"],
                       reset_every=settings["reset_every"], augment=settings["augment"], eval_attack=check,
@@ -137,8 +166,10 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
     state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
     model.load_state_dict(state)
     _ready(model, exact)
+    pred = predictions(model, test, device=device, exact=exact)
     return {"key": key, "settings": settings, "source": source, "history": history,
-            "test_accuracy": accuracy(model, test, device=device, exact=exact), "n_test": len(test)}
+            "test_accuracy": float((pred == test.labels).float().mean()),
+            "balanced_accuracy": balanced_accuracy_of(test.labels, pred), "n_test": len(test)}
 
 
 def classifier(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
@@ -158,11 +189,9 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
-    p = get_profile(profile)
     set_seed(seed)  # the initialisation
     model = _build(settings).to(device)
-    n_test = p.n_test if dataset == "mnist" else p.n_cifar_test
-    test = load(dataset, "test", data_root).subset(n_test)
+    test = test_set(profile, settings, data_root)
     return model, _trained(model, "classifiers", settings, test, data_root, device, progress, retrain)
 
 
@@ -186,7 +215,7 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsi
     if f.is_file():
         r = cache.load_checkpoint(f)
         return AttackResult(attack, r["labels"], r["pred_clean"], r["pred_adv"], r["x_adv"])
-    test = load(dataset, "test", data_root).subset(n_images)
+    test = load(dataset, "test", data_root, size=image_size_of(info["settings"])).subset(n_images)
     torch.manual_seed(seed)
     result = run_attack(model, atk, test, batch_size=batch_size, device=device, keep_images=True,
                         progress=progress, name=attack)
@@ -225,17 +254,19 @@ def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: 
 
 def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                        seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
-                       pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1) -> dict[str, Any]:
+                       pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1,
+                       dataset: str = "mnist") -> dict[str, Any]:
     """Every setting that changes a fitted explanation generator: the classifier's cache key, the layer,
     the profile's :class:`~interpretgan.gan.GANSettings` (``interpretability`` overrides lambda;
     ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule;
     ``schedule_factor`` k shows k times the images at every scale, checkpointing k times less often: the
-    scaling curve) and the seed."""
+    scaling curve) and the seed. ``dataset`` "celeba" takes the profile's ``celeba.gan`` (the inverter:
+    ``celeba.inverter_images``)."""
     p = get_profile(profile)
-    gan_settings = p.gan
+    gan_settings = p.celeba.gan if dataset == "celeba" else p.gan
     if pixel_loss:
         gan_settings = dataclasses.replace(gan_settings, pixel_loss=True, interpretability=0.0,
-                                           images=p.inverter_images)
+                                           images=p.celeba.inverter_images if dataset == "celeba" else p.inverter_images)
     elif interpretability is not None:
         gan_settings = dataclasses.replace(gan_settings, interpretability=float(interpretability),
                                            images=p.ablation_images)
@@ -245,7 +276,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
         k = int(schedule_factor)
         gan_settings = dataclasses.replace(gan_settings, images=tuple(k * n for n in gan_settings.images),
                                            checkpoint_every=k * gan_settings.checkpoint_every)
-    clf = classifier_settings(profile, pooling, training, classifier_seed, exact)
+    clf = classifier_settings(profile, pooling, training, classifier_seed, exact, dataset)
     return {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
             "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
 
@@ -254,19 +285,19 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
               seed: int = 0, data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
               progress: bool = True, exact: bool | None = None, interpretability: float | None = None,
               pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None,
-              classifier_seed: int = 0, schedule_factor: int = 1):
+              classifier_seed: int = 0, schedule_factor: int = 1, dataset: str = "mnist"):
     """The fitted InterpretGAN explainer for ``layer`` of the classifier these settings describe, through
     the artifact cache (then the shipped weights in ``weights/``, then fitting, resumable); returns
     ``(explainer, info)`` with info ``key``, ``settings``, ``source``, ``history``, ``folder`` (where the
     sample grids are). ``classifier_model`` passes an already loaded ``(model, info)`` of
     :func:`classifier` for these settings; ``schedule_factor`` k fits on k times the profile's images
-    (see :func:`explainer_settings`)."""
+    (see :func:`explainer_settings`); ``dataset`` "celeba" explains the CelebA gender model."""
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss,
-                                  classifier_seed, schedule_factor)
+                                  classifier_seed, schedule_factor, dataset)
     exact = settings["exact"]
     model, cinfo = classifier_model or classifier(profile, pooling=pooling, training=training, seed=classifier_seed,
                                                   data_root=data_root, retrain=retrain, device=device,
-                                                  progress=progress, exact=exact)
+                                                  progress=progress, exact=exact, dataset=dataset)
     if cinfo["key"] != settings["classifier"]:
         raise ValueError("classifier_model does not match these settings")
     if layer not in model.layer_names:
@@ -278,8 +309,9 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
 
     def fit():
         p = get_profile(profile)
-        train = mnist32("train", data_root).subset(gs.n_train, seed=0)
-        monitor = mnist32("test", data_root).subset(p.n_gan_monitor, seed=2)
+        size = image_size_of(cinfo["settings"])
+        train = load(dataset, "train", data_root, size=size).subset(gs.n_train, seed=0)
+        monitor = load(dataset, "test", data_root, size=size).subset(p.n_gan_monitor, seed=2)
         expl, history = gan.fit_layer(model, layer, train, gs, monitor_set=monitor, seed=seed,
                                       checkpoint=folder / "checkpoint.pt", samples_dir=folder / "samples",
                                       device=device, progress=progress, exact=exact)
@@ -292,11 +324,14 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
 
 
 def ship_explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
-                   seed: int = 0, exact: bool | None = None, schedule_factor: int = 1) -> str:
+                   seed: int = 0, exact: bool | None = None, schedule_factor: int = 1, dataset: str = "mnist",
+                   pixel_loss: bool = False) -> str:
     """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
-    settings = explainer_settings(profile, pooling, training, layer, seed, exact, schedule_factor=schedule_factor)
-    suffix = "" if schedule_factor == 1 else f"-x{schedule_factor}"
-    name = f"mnist-smallcnn-{pooling}-{training}-seed{seed}-interpretgan-{layer}{suffix}.safetensors"
+    settings = explainer_settings(profile, pooling, training, layer, seed, exact, schedule_factor=schedule_factor,
+                                  dataset=dataset, pixel_loss=pixel_loss)
+    suffix = ("" if schedule_factor == 1 else f"-x{schedule_factor}") + ("-inverter" if pixel_loss else "")
+    arch = "face_vgg16" if dataset == "celeba" else "smallcnn"
+    name = f"{dataset}-{arch}-{pooling}-{training}-seed{seed}-interpretgan-{layer}{suffix}.safetensors"
     return _ship("explainers", settings, "explainer.safetensors", name, "explainer", torch.float16)
 
 

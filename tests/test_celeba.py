@@ -1,0 +1,203 @@
+"""CelebA: the loader on tiny CelebA-shaped folders written here, the gender VGG16's named layers, Table 5's
+compression networks, and (when the shared subset is present) the real test split's known counts."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from interpretgan import data, gan, paths
+from interpretgan.models import FaceVGG16, build, latent_shapes
+
+ATTRS = ["5_o_Clock_Shadow", "Eyeglasses", "Male", "Wearing_Hat"]
+
+
+def _write_celeba(root, layout="celeba-subset", n=9, partitions=(0, 0, 0, 0, 1, 1, 2, 2, 2), seed=0):
+    """A CelebA-shaped folder: n aligned 178x218 JPEGs with known pixels, the attribute file (Male on odd
+    images, Wearing_Hat on image 2) and a partition file that also lists images absent from the folder."""
+    folder = root / layout
+    (folder / "img_align_celeba").mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    names = [f"{k + 1:06d}.jpg" for k in range(n)]
+    for k, name in enumerate(names):
+        pixels = np.full((218, 178, 3), 20 * k, dtype=np.uint8)
+        pixels[:, :89] += rng.integers(0, 5, size=(218, 89, 3), dtype=np.uint8)  # left half differs: flips show
+        Image.fromarray(pixels).save(folder / "img_align_celeba" / name, quality=95)
+    rows = [f"{name} " + " ".join(("1" if (a == "Male" and k % 2) or (a == "Wearing_Hat" and k == 2) else "-1")
+                                 for a in ATTRS) for k, name in enumerate(names)]
+    (folder / "list_attr_celeba.txt").write_text(f"{n}\n{' '.join(ATTRS)}\n" + "\n".join(rows) + "\n")
+    extra = [f"{n + 1:06d}.jpg 0", f"{n + 2:06d}.jpg 2"]  # the official file lists every image of CelebA
+    (folder / "list_eval_partition.txt").write_text(
+        "\n".join([f"{name} {p}" for name, p in zip(names, partitions)] + extra) + "\n")
+    return folder
+
+
+@pytest.fixture
+def artifacts(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    return tmp_path / "artifacts"
+
+
+def test_loader_partitions_labels_attributes_and_crop(tmp_path, artifacts):
+    folder = _write_celeba(tmp_path / "data")
+    train = data.celeba("train", tmp_path / "data", size=64)
+    test = data.celeba("test", tmp_path / "data", size=64)
+    valid = data.celeba("valid", tmp_path / "data", size=32)
+    assert (len(train), len(valid), len(test)) == (4, 2, 3)
+    assert train.images.shape == (4, 3, 64, 64) and valid.images.shape == (2, 3, 32, 32)
+    assert train.labels.tolist() == [0, 1, 0, 1] and test.labels.tolist() == [0, 1, 0]  # images 7, 8, 9
+    assert train.attribute_names == tuple(ATTRS) and train.attributes.dtype == torch.bool
+    assert train.attribute("Wearing_Hat").tolist() == [False, False, True, False]
+    assert torch.equal(train.attribute("Male").long(), train.labels)
+    # progressive GAN's crop: the 128x128 square centred at (89, 121), here downsampled to 64
+    with Image.open(folder / "img_align_celeba" / "000002.jpg") as img:
+        ref = np.asarray(img.convert("RGB").crop((25, 57, 153, 185)).resize((64, 64), Image.Resampling.BILINEAR,
+                                                                              reducing_gap=None))
+    assert np.array_equal(train.images[1].permute(1, 2, 0).numpy(), ref)
+    sub = train.subset(2, seed=0)
+    assert torch.equal(sub.attributes, train.attributes[sub.indices])
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        train.attribute("Hat")
+
+
+def test_second_call_reads_the_decoded_cache(tmp_path, artifacts, monkeypatch):
+    _write_celeba(tmp_path / "data")
+    first = data.celeba("train", tmp_path / "data")
+    assert len(list((artifacts / "data").glob("celeba-subset-train-64-*.safetensors"))) == 1
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(data, "_decode_faces", no_decode)
+    again = data.celeba("train", tmp_path / "data")
+    assert torch.equal(again.images, first.images) and again.attribute_names == first.attribute_names
+    assert torch.equal(again.attributes, first.attributes)
+
+
+def test_full_layout_is_preferred_to_the_subset(tmp_path, artifacts):
+    _write_celeba(tmp_path / "data", "celeba-subset", seed=0)
+    _write_celeba(tmp_path / "data", "celeba", n=6, partitions=(0, 0, 0, 1, 2, 2), seed=1)
+    assert data.celeba_source(tmp_path / "data") == "celeba"
+    assert len(data.celeba("test", tmp_path / "data")) == 2
+    assert data.celeba("test", tmp_path / "data").name.startswith("celeba-test")
+
+
+def test_truncated_image_is_refused_with_its_path(tmp_path, artifacts):
+    folder = _write_celeba(tmp_path / "data")
+    bad = folder / "img_align_celeba" / "000008.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(data.DataError, match="000008.jpg.*failed to decode"):
+        data.celeba("test", tmp_path / "data")
+    assert not (artifacts / "data").exists() or not list((artifacts / "data").glob("*.safetensors"))
+
+
+def test_wrong_size_and_missing_image_are_refused(tmp_path, artifacts):
+    folder = _write_celeba(tmp_path / "data")
+    Image.new("RGB", (64, 64)).save(folder / "img_align_celeba" / "000007.jpg")
+    with pytest.raises(data.DataError, match="000007.jpg is 64x64; expected an aligned CelebA image of 178x218"):
+        data.celeba("test", tmp_path / "data")
+    (folder / "img_align_celeba" / "000007.jpg").unlink()
+    with pytest.raises(data.DataError, match="missing CelebA image .*000007.jpg"):
+        data.celeba("test", tmp_path / "data")
+
+
+def test_missing_or_malformed_attribute_file_is_named(tmp_path, artifacts):
+    folder = _write_celeba(tmp_path / "data")
+    text = (folder / "list_attr_celeba.txt").read_text()
+    (folder / "list_attr_celeba.txt").write_text("\n".join(text.splitlines()[:-2]))  # two rows short
+    with pytest.raises(data.DataError, match="list_attr_celeba.txt is truncated or malformed: line 1 says 9"):
+        data.celeba("train", tmp_path / "data")
+    (folder / "list_attr_celeba.txt").unlink()
+    with pytest.raises(data.DataError, match="lacks list_attr_celeba.txt"):
+        data.celeba("train", tmp_path / "data")
+
+
+def test_missing_dataset_names_both_layouts(tmp_path, artifacts):
+    with pytest.raises(data.DataError) as err:
+        data.celeba("train", tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path / "celeba") in msg and str(tmp_path / "celeba-subset") in msg and "INTERPRETGAN_DATA" in msg
+    with pytest.raises(ValueError, match="split must be one of"):
+        data.celeba("val", tmp_path)
+    with pytest.raises(ValueError, match="size must be one of"):
+        data.celeba("train", tmp_path, size=100)
+
+
+@pytest.mark.skipif(not (paths.data_root() / "celeba-subset").is_dir() and not (paths.data_root() / "celeba").is_dir(),
+                    reason="no CelebA under the data root")
+def test_shared_subset_test_split_counts():
+    test = data.celeba("test", size=32)
+    if data.celeba_source() == "celeba-subset":
+        assert len(test) == 660 and int(test.labels.sum()) == 156  # the subset's README: 156 male, 504 not
+    assert test.images.dtype == torch.uint8 and test.attributes.shape == (len(test), 40)
+
+
+# ----------------------------------------------------------------------------------------------
+# The gender VGG16 and Table 5
+
+
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_face_vgg16_named_layers_equal_a_manual_forward(pooling):
+    torch.manual_seed(0)
+    model = FaceVGG16(pooling=pooling, image_size=64, width=0.125, hidden=32).eval()
+    assert [n for n, _ in model.named_children()] == list(model.layer_names)
+    x = torch.rand(3, 3, 64, 64)
+    h = x
+    for block in (model.block1, model.block2, model.block3, model.block4, model.block5):
+        for m in block:
+            h = m(h)
+    h = model.fc3[1](model.fc2[2](model.fc2[1](model.fc1[2](model.fc1[1](h.flatten(1))))))
+    assert torch.allclose(model(x), h, atol=1e-5)
+    for layer in model.layer_names:
+        pre, post = model.split(layer)
+        assert torch.allclose(post(pre(x)), model(x), atol=1e-5)
+    pools = [m for m in model.modules() if isinstance(m, (torch.nn.MaxPool2d, torch.nn.AvgPool2d))]
+    assert len(pools) == 5 and all(isinstance(m, torch.nn.MaxPool2d if pooling == "max" else torch.nn.AvgPool2d)
+                                   for m in pools)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in model.modules()) == 13
+    assert sum(isinstance(m, torch.nn.Linear) for m in model.modules()) == 3
+
+
+def test_face_vgg16_paper_size_latents_and_parameters():
+    model = build("face_vgg16", image_size=128)
+    shapes = latent_shapes(model, (3, 128, 128))
+    assert shapes == {"block1": (64, 64, 64), "block2": (128, 32, 32), "block3": (256, 16, 16),
+                      "block4": (512, 8, 8), "block5": (512, 4, 4), "fc1": (4096,), "fc2": (4096,), "fc3": (2,)}
+    # 13 convs + BN of VGG16 (14,723,136 + 8,448) and 8192*4096 + 4096*4096 + 4096*2 (+ biases)
+    assert sum(p.numel() for p in model.parameters()) == 65_071_170
+
+
+TABLE5 = {"block1": "3x3 Conv, 128 -> AvgPooling -> 3x3 Conv, 256 -> AvgPooling -> 3x3 Conv, 512 -> AvgPooling -> "
+                    "3x3 Conv, 512 -> AvgPooling",
+          "block2": "3x3 Conv, 256 -> AvgPooling -> 3x3 Conv, 512 -> AvgPooling -> 3x3 Conv, 512 -> AvgPooling",
+          "block3": "3x3 Conv, 512 -> AvgPooling -> 3x3 Conv, 512 -> AvgPooling",
+          "block4": "3x3 Conv, 512 -> AvgPooling", "block5": "3x3 Conv, 512", "fc1": "FC", "fc2": "FC", "fc3": "FC"}
+
+
+def test_table5_compression_networks_at_128_feed_the_generator():
+    model = build("face_vgg16", image_size=128)
+    G = gan.Generator(512, (16, 16, 8, 8, 8, 8), 3, code_map=True)
+    for layer, shape in latent_shapes(model, (3, 128, 128)).items():
+        C = gan.CompressionNet(shape, 512, code_map=True).eval()
+        assert C.describe() == TABLE5[layer]
+        code = C(torch.randn(2, *shape))
+        assert code.shape == (2, 512, 4, 4)
+        assert G(code).shape == (2, 3, 128, 128)
+
+
+def test_compression_networks_at_64_feed_the_generator():
+    settings = gan.GANSettings(code_dim=32, channels=(16, 16, 8, 8, 8), code_map=True)
+    model = build("face_vgg16", image_size=64, width=0.25, hidden=64)
+    G = gan.Generator(settings.code_dim, settings.channels, 3, code_map=True)
+    described = {}
+    for layer, shape in latent_shapes(model, (3, 64, 64)).items():
+        C = gan.CompressionNet(shape, settings.code_dim, code_map=True).eval()
+        described[layer] = C.describe()
+        assert G(C(torch.randn(2, *shape))).shape == (2, 3, 64, 64) and settings.image_size == 64
+    assert described["block5"] == "Upsample to 4x4 -> 3x3 Conv, 32"  # block5 is 2x2 at 64 px
+    assert described["block4"] == "3x3 Conv, 32" and described["block1"].count("AvgPooling") == 3
+
+
+def test_code_map_is_left_out_of_the_mnist_cache_key():
+    """Earlier (MNIST) explainer keys stay valid: the new field is absent from as_dict at its default."""
+    assert "code_map" not in gan.GANSettings().as_dict()
+    assert gan.GANSettings(code_map=True).as_dict()["code_map"] is True
