@@ -201,3 +201,122 @@ def test_code_map_is_left_out_of_the_mnist_cache_key():
     """Earlier (MNIST) explainer keys stay valid: the new field is absent from as_dict at its default."""
     assert "code_map" not in gan.GANSettings().as_dict()
     assert gan.GANSettings(code_map=True).as_dict()["code_map"] is True
+
+
+# ----------------------------------------------------------------------------------------------
+# Training, measures and parameters for faces
+
+
+def test_balanced_accuracy_known_answers():
+    from interpretgan.attacks import balanced_accuracy_of
+
+    labels = torch.tensor([0] * 76 + [1] * 24)
+    assert balanced_accuracy_of(labels, torch.zeros(100, dtype=torch.long)) == pytest.approx(0.5)  # majority only
+    pred = labels.clone()
+    pred[:19] = 1  # 19 of 76 women wrong: recall 0.75 and 1.0
+    assert balanced_accuracy_of(labels, pred) == pytest.approx((57 / 76 + 1.0) / 2)
+
+
+def test_random_flip_mirrors_some_images_and_keeps_the_others():
+    from interpretgan.training import random_flip
+
+    x = torch.rand(64, 3, 8, 8)
+    out = random_flip(x, torch.Generator().manual_seed(0))
+    same = [bool(torch.equal(out[i], x[i])) for i in range(64)]
+    mirrored = [bool(torch.equal(out[i], x[i].flip(-1))) for i in range(64)]
+    assert all(s or m for s, m in zip(same, mirrored)) and 16 < sum(mirrored) < 48
+    assert torch.equal(out, random_flip(x, torch.Generator().manual_seed(0)))
+
+
+def test_make_optimizer_names_the_choices():
+    from interpretgan.training import make_optimizer
+
+    w = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer("adam", w, 0.001), torch.optim.Adam)
+    with pytest.raises(ValueError, match="optimizer must be one of \\['sgd', 'adam'\\]"):
+        make_optimizer("lbfgs", w, 0.001)
+
+
+class _Identity(torch.nn.Module):
+    """An 'explainer' that returns its input: explanations equal the images."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x, exact=None):
+        return x
+
+
+def _face_model():
+    torch.manual_seed(0)
+    return FaceVGG16(image_size=32, width=0.125, hidden=16).eval()
+
+
+def test_agreement_of_perfect_explanations():
+    """Explanations equal to the faces: f and the judge agree everywhere and the Fréchet distance is 0."""
+    from interpretgan import quality
+    from interpretgan.models import JudgeResNet
+
+    torch.manual_seed(1)
+    x = torch.rand(40, 3, 32, 32)
+    faces = data.ImageSet((x * 255).round().to(torch.uint8), torch.randint(0, 2, (40,)), torch.arange(40))
+    judge = JudgeResNet(num_classes=2, in_channels=3).eval()
+    table = quality.agreement(_face_model(), {"resnet": judge}, {"block1": _Identity(), "fc3": _Identity()}, faces)
+    assert list(table.index) == ["block1", "fc3"]
+    assert (table["f agrees"] == 1).all() and (table["f agrees (balanced)"] == 1).all()
+    assert (table["resnet agrees"] == table["resnet on faces"]).all()
+    assert table["Fréchet resnet"].abs().max() < 1e-6
+
+
+def test_adversarial_label_share_counts_only_images_the_attack_flipped():
+    from interpretgan import diagnosis
+    from interpretgan.attacks import AttackResult, predict
+
+    model = _face_model()
+    torch.manual_seed(2)
+    x_adv = torch.rand(30, 3, 32, 32)
+    pred_adv = predict(model, x_adv)
+    labels = 1 - pred_adv             # every image misclassified after the attack ...
+    pred_clean = labels.clone()
+    pred_clean[:10] = 1 - labels[:10]  # ... but the first 10 were already wrong: not fooled by it
+    d_star = AttackResult("pgd20", labels, pred_clean, pred_adv, x_adv)
+    d = diagnosis.Diagnosis(table=None, explainers={"block1": _Identity(), "fc2": _Identity()}, clean=0.0, robust=0.0,
+                            correct={}, model=model, d_star=d_star, test=None)
+    share = diagnosis.adversarial_label_share(d)
+    assert share.attrs["n_fooled"] == 20
+    assert (share["share"] == 1.0).all() and (share["share_low"] == 1.0).all()  # f(x_hat) = f(x*) when x_hat = x*
+    none = diagnosis.Diagnosis(None, d.explainers, 0.0, 0.0, {}, model,
+                               AttackResult("pgd20", labels, pred_adv, pred_adv, x_adv), None)
+    assert diagnosis.adversarial_label_share(none).attrs["n_fooled"] == 0
+
+
+def test_celeba_settings_refuse_what_the_paper_does_not_do():
+    from interpretgan import zoo
+
+    s = zoo.classifier_settings("default", dataset="celeba")
+    assert s["model"] == {"arch": "face_vgg16", "image_size": 64, "width": 0.25, "hidden": 256}
+    assert s["optimizer"] == "adam" and s["flip"] is True
+    assert zoo.classifier_settings("paper", dataset="celeba")["model"]["image_size"] == 128
+    with pytest.raises(ValueError, match="trained naturally only"):
+        zoo.classifier_settings("default", training="atta", dataset="celeba")
+    with pytest.raises(ValueError, match="arch for celeba must be 'face_vgg16'"):
+        zoo.classifier_settings("default", dataset="celeba", arch="vgg16")
+    with pytest.raises(ValueError, match="judge for celeba must be one of \\['resnet'\\]"):
+        zoo.judge_settings("default", "lenet", dataset="celeba")
+    e = zoo.explainer_settings("default", layer="block3", dataset="celeba")
+    assert e["gan"]["code_map"] is True and len(e["gan"]["channels"]) == 5  # 4 .. 64 px
+    paper = zoo.explainer_settings("paper", layer="block3", dataset="celeba")["gan"]
+    # the paper: 6 scales to 128 px, 48,000 iterations at the first scale and 96,000 at each other
+    assert len(paper["channels"]) == 6 and paper["images"][0] == 48_000 * paper["batch_size"]
+    assert paper["images"][1:] == [96_000 * paper["batch_size"]] * 5
+
+
+def test_face_parameters():
+    from interpretgan.params import ParameterError, default_epsilon, resolve
+
+    assert default_epsilon("celeba") == pytest.approx(2 / 255) and default_epsilon("mnist", "8/255") == "8/255"
+    with pytest.raises(ParameterError, match="'dataset' must be one of mnist, celeba"):
+        default_epsilon("faces")
+    assert resolve(dataset="celeba", layers="fc1, BLOCK2").layers == ["block2", "fc1"]
+    assert resolve(dataset="mnist", layers="all").layers[0] == "conv1"

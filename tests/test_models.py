@@ -274,9 +274,9 @@ def test_full_size_wrn34_10_parameter_count():
 
 
 def test_build_names():
-    assert ARCHS == ("smallcnn", "vgg16", "wrn34_10")
+    assert ARCHS == ("smallcnn", "vgg16", "wrn34_10", "face_vgg16")
     assert isinstance(build("smallcnn"), SmallCNN)
-    with pytest.raises(ValueError, match=r"arch must be one of \['smallcnn', 'vgg16', 'wrn34_10', 'wrn'\]"):
+    with pytest.raises(ValueError, match=r"arch must be one of \['smallcnn', 'vgg16', 'wrn34_10', 'face_vgg16', 'wrn'\]"):
         build("resnet18")
     with pytest.raises(ValueError, match="depth and widen_factor"):
         build("wrn", "max", depth=10)

@@ -114,6 +114,9 @@ def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
     ("01_train", "training", "adversarial", "must be one of natural, atta"),
     ("06_pooling", "profile", "huge", "must be one of smoke, default, paper"),
     ("06_pooling", "cifar", "maybe", "must be one of True, False"),
+    ("07_celeba", "layers", "conv1", "names among block1, block2"),
+    ("07_celeba", "images", 660, "test-image indices in 0..659"),
+    ("04_visualize", "dataset", "cifar10", "must be one of mnist, celeba"),
 ])
 def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeypatch, name, param, value, expected):
     artifacts = tmp_path / "artifacts"
@@ -139,6 +142,33 @@ def test_04_visualize_smoke_glues_figure_3_labels(tmp_path):
         for kind in ("natural", "adversarial"):
             assert set(labels[t]["3"][kind]) == {"conv1", "conv2", "conv3", "conv4", "fc1", "fc2", "fc3"}
             assert all(0 <= v <= 9 for v in labels[t]["3"][kind].values())
+
+
+FACE_LAYERS = ["block1", "block2", "block3", "block4", "block5", "fc1", "fc2", "fc3"]
+
+
+def test_04_visualize_celeba_shows_figure_5_for_any_faces(tmp_path):
+    """`papermill 04_visualize.ipynb out.ipynb -p dataset celeba`: the CelebA model, faces picked by index."""
+    labels = run_cli("04_visualize", tmp_path / "04.ipynb", profile="smoke", dataset="celeba",
+                     images="5, 7")["figure3_labels"]
+    assert set(labels) == {"natural"} and set(labels["natural"]) == {"5", "7"}
+    for kind in ("natural", "adversarial"):
+        assert list(labels["natural"]["5"][kind]) == FACE_LAYERS
+        assert all(v in (0, 1) for v in labels["natural"]["5"][kind].values())
+
+
+def test_07_celeba_smoke_glues_every_layer(tmp_path):
+    scraps = run("07_celeba", tmp_path)
+    for key in ("test_accuracy", "balanced_accuracy", "robust_accuracy"):
+        assert 0 <= scraps[key] <= 1
+    assert scraps["robust_accuracy"] <= scraps["test_accuracy"] + 0.05  # PGD-20 with a random start
+    for key in ("explanation_accuracy", "explanation_accuracy_balanced", "frechet", "frechet_inverter",
+                "adversarial_label_share", "acc", "vul"):
+        assert list(scraps[key]) == FACE_LAYERS, key
+    assert all(0 <= v <= 1 for v in scraps["explanation_accuracy_balanced"].values())
+    assert all(v is None or 0 <= v <= 1 for v in scraps["adversarial_label_share"].values())  # None: none fooled
+    assert all(v >= 0 for v in scraps["frechet"].values())
+    assert sum(scraps["vul"].values()) == pytest.approx(1 - scraps["acc"]["fc3"], abs=1e-3)  # eq. 5 telescopes
 
 
 def test_05_diagnose_users_command_with_avg_pooling(tmp_path):

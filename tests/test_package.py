@@ -49,12 +49,13 @@ def test_each_choice_is_defined_once():
                                         "training": training.TRAININGS}
     # no other module spells the tuples out again
     spelled = {r'\(\s*"max",\s*"avg"\s*\)': "models", r'\(\s*"natural",\s*"atta"\s*\)': "training",
-               r'\(\s*"mnist",\s*"cifar10"\s*\)': "data", r'\(\s*"smoke",\s*"default",\s*"paper"\s*\)': None,
+               r'\(\s*"mnist",\s*"cifar10",\s*"celeba"\s*\)': "data", r'\(\s*"mnist",\s*"celeba"\s*\)': "params", r'\(\s*"smoke",\s*"default",\s*"paper"\s*\)': None,
                r'\[\s*"max",\s*"avg"\s*\]': None, r'\[\s*"smoke",\s*"default",\s*"paper"\s*\]': None}
     for pattern, home in spelled.items():
         found = [m for m in MODULES if re.search(pattern, (PKG / f"{m}.py").read_text())]
         assert found == ([home] if home else []), (pattern, found)
-    assert data.DATASETS == ("mnist", "cifar10")
+    assert data.DATASETS == ("mnist", "cifar10", "celeba")
+    assert set(params.EXPLAINED_DATASETS) <= set(data.DATASETS)
     # one grammar of attack names, used by params and the attacks themselves
     assert sum("re.compile" in (PKG / f"{m}.py").read_text() for m in MODULES) == 1
     assert attacks.parse_attack_name("mpgd20") == ("mpgd", 20) and attacks.parse_attack_name("FGSM") == ("fgsm", 1)

@@ -448,6 +448,16 @@ def celeba_source(data_root: str | os.PathLike | None = None) -> str:
     return _celeba_dir(paths.data_root(data_root)).name
 
 
+def celeba_split_size(split: str, data_root: str | os.PathLike | None = None) -> int:
+    """How many faces ``split`` of :func:`celeba` holds, from the annotation files alone (nothing decoded)."""
+    if split not in CELEBA_SPLITS:
+        raise ValueError(f"split must be one of {list(CELEBA_SPLITS)}, got {split!r}")
+    folder = _celeba_dir(paths.data_root(data_root))
+    files, _, _ = read_celeba_attributes(folder / "list_attr_celeba.txt")
+    partitions = read_celeba_partitions(folder / "list_eval_partition.txt")
+    return sum(partitions.get(f) == CELEBA_SPLITS[split] for f in files)
+
+
 def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 64) -> ImageSet:
     """Aligned CelebA ``split`` ("train" | "valid" | "test", the official partitions) for gender:
     uint8 faces (N x 3 x size x size, progressive GAN's centred crop), labels 1 for ``Male`` and 0

@@ -40,8 +40,8 @@ from torch import nn
 
 from . import cache, gan, quality, zoo
 from .attacks import AttackResult, run_attack
-from .data import mnist32
-from .models import LAYERS, eval_mode
+from .data import load, mnist32
+from .models import eval_mode
 
 
 def layer_correctness(model: nn.Module, explainers: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -350,26 +350,62 @@ def paper_vulnerability(training: str) -> dict[str, float]:
     return out
 
 
+#: The paper's attack per dataset: PGD-40 at eps 0.3 on MNIST, PGD-20 at eps 2/255 on CelebA.
+PAPER_ATTACK = {"mnist": ("pgd40", 0.3), "celeba": ("pgd20", 2 / 255)}
+
+
 def diagnose_zoo_model(profile: str = "default", pooling: str = "max", training: str = "natural",
-                       attack: str = "pgd40", epsilon: float = 0.3, n_images: int | None = None, seed: int = 0,
-                       data_root: str | None = None, progress: bool = True, exact: bool | None = None,
-                       judges: bool = True, noise: bool = True) -> Diagnosis:
-    """:func:`diagnose` for the paper's MNIST model of these settings, everything through the artifact
-    cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images`` test digits, one explainer per
-    layer, fitted or shipped, and with ``judges`` the profile's panel, :func:`interpretgan.zoo.judges`)."""
+                       attack: str | None = None, epsilon: float | None = None, n_images: int | None = None,
+                       seed: int = 0, data_root: str | None = None, progress: bool = True, exact: bool | None = None,
+                       judges: bool = True, noise: bool = True, dataset: str = "mnist",
+                       layers: Iterable[str] | None = None) -> Diagnosis:
+    """:func:`diagnose` for the paper's model of these settings (MNIST, or ``dataset`` "celeba": the gender
+    VGG16), everything through the artifact cache (classifier, D* = ``attack`` at ``epsilon`` on ``n_images``
+    test images, by default the paper's attack for the dataset (:data:`PAPER_ATTACK`), one explainer per layer
+    of ``layers`` (default all), fitted or shipped, and with ``judges`` the profile's panel,
+    :func:`interpretgan.zoo.judges`)."""
+    default_attack, default_eps = PAPER_ATTACK[dataset]
+    attack, epsilon = attack or default_attack, default_eps if epsilon is None else epsilon
     model, info = zoo.classifier(profile, pooling=pooling, training=training, data_root=data_root, progress=progress,
-                                 exact=exact)
+                                 exact=exact, dataset=dataset)
     d_star = zoo.adversarial_set(model, info, attack, epsilon=epsilon, n_images=n_images, seed=seed,
                                  data_root=data_root, progress=progress)
+    layers = list(model.layer_names) if layers is None else [l for l in model.layer_names if l in set(layers)]
     explainers = {layer: zoo.explainer(profile, pooling=pooling, training=training, layer=layer, data_root=data_root,
-                                       progress=progress, exact=exact, classifier_model=(model, info))[0]
-                  for layer in LAYERS}
+                                       progress=progress, exact=exact, classifier_model=(model, info),
+                                       dataset=dataset)[0]
+                  for layer in layers}
     panel = ({name: m for name, (m, _) in zoo.judges(profile, data_root=data_root, progress=progress,
-                                                     exact=exact).items()}
+                                                     exact=exact, dataset=dataset).items()}
              if judges else None)
-    test = mnist32("test", data_root).subset(n_images)
+    test = load(dataset, "test", data_root, size=zoo.image_size_of(info["settings"])).subset(n_images)
     return _diagnosis(model, explainers, d_star, test, panel, epsilon if noise else None, seed,
                       info["settings"]["exact"])
+
+
+def adversarial_label_share(d: Diagnosis, confidence: float = 0.95, n_resamples: int = 2000,
+                            seed: int = 0) -> pd.DataFrame:
+    """The paper's "gradual, layer by layer" claim measured: over the images the attack fooled (f right on x,
+    wrong on x*), per layer, the share of explanations of x* that f labels with the adversarial class (f's label
+    on x*), with bootstrap intervals: columns ``share``, ``share_low``, ``share_high`` (fractions);
+    ``attrs["n_fooled"]``."""
+    fooled = (d.d_star.pred_clean == d.d_star.labels) & (d.d_star.pred_adv != d.d_star.labels)
+    nan = float("nan")
+    if not bool(fooled.any()):  # nothing fooled: nothing to measure
+        rows = {layer: {"share": nan, "share_low": nan, "share_high": nan} for layer in d.explainers}
+        out = pd.DataFrame(rows).T
+        out.attrs["n_fooled"] = 0
+        return out
+    reads = quality.read({"f": d.model}, quality.explain(d.explainers, d.d_star.x_adv[fooled]))["f"]
+    adv = d.d_star.pred_adv[fooled]
+    rows = {}
+    for layer, pred in reads.items():
+        hit = (pred == adv).double().numpy()
+        low, high = _ci(hit, confidence, n_resamples, seed)
+        rows[layer] = {"share": float(hit.mean()), "share_low": low, "share_high": high}
+    out = pd.DataFrame(rows).T
+    out.attrs["n_fooled"] = int(fooled.sum())
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

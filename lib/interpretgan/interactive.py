@@ -18,6 +18,25 @@ from .diagnosis import layer_correctness
 from .gan import explain_layers
 
 
+def attack_view(dataset: str = "mnist", epsilon: float | None = None) -> dict:
+    """How 04's figures attack and draw ``dataset``'s images: the paper's attack (MNIST: PGD-40, step 0.01;
+    CelebA: PGD-20, step eps / 4) as :func:`figure3` keywords (``steps``, ``alpha`` or ``alpha_ratio``,
+    ``class_names``, ``size``), and under ``widget`` the epsilon slider's range (``eps_max``, ``eps_step``)."""
+    from .data import CELEBA_CLASSES
+
+    if dataset == "celeba":
+        return {"steps": 20, "alpha_ratio": 0.25, "class_names": CELEBA_CLASSES, "size": 1.35,
+                "widget": {"eps_max": 8 / 255, "eps_step": 0.5 / 255}}
+    return {"steps": 40, "alpha": 0.01, "class_names": None, "size": 1.15, "widget": {"eps_max": 0.5, "eps_step": 0.02}}
+
+
+def attack_images(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, view: dict,
+                  seed: int = 0) -> torch.Tensor:
+    """:func:`adversarial` with the steps and step size of an :func:`attack_view`."""
+    alpha = view["alpha_ratio"] * epsilon if "alpha_ratio" in view else view["alpha"]
+    return adversarial(model, x, y, epsilon, steps=view["steps"], alpha=alpha, seed=seed)
+
+
 def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: float, steps: int = 40,
                 alpha: float = 0.01, seed: int = 0) -> torch.Tensor:
     """PGD-``steps`` (step ``alpha``, random start seeded by ``seed``) at l_inf ``epsilon`` against ``model``
@@ -28,48 +47,57 @@ def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epsilon: flo
     return PGD(epsilon, alpha=alpha, steps=steps)(model, x, y)
 
 
-def figure3(models: dict, test_set, indices, epsilon: float = 0.3, layers=None, seed: int = 0):
-    """The paper's Figure 3 for the test images at ``indices``: for each model (name -> (classifier,
-    {layer: explainer})), the natural image and its PGD-40 adversarial image at ``epsilon``, each with its
-    explanation at every layer in ``layers`` (default: all) and the classifier's label for each.
-    Returns ``(figure, labels)`` with labels[name][index] = {"natural": {layer: label}, "adversarial": ...}."""
+def figure3(models: dict, test_set, indices, epsilon: float = 0.3, layers=None, seed: int = 0, steps: int = 40,
+            alpha: float = 0.01, alpha_ratio: float | None = None, class_names=None, size: float = 1.15):
+    """The paper's Figure 3 (and Figure 5 for faces) for the test images at ``indices``: for each model
+    (name -> (classifier, {layer: explainer})), the natural image and its PGD-``steps`` adversarial image at
+    ``epsilon`` (step ``alpha``, or ``alpha_ratio * epsilon`` when that is given), each with its explanation
+    at every layer in ``layers`` (default: all) and the classifier's label for each (named by ``class_names``
+    when given). Returns ``(figure, labels)`` with labels[name][index] = {"natural": {layer: label}, ...}."""
+    alpha = alpha if alpha_ratio is None else alpha_ratio * epsilon
     part = test_set.take(torch.as_tensor(list(indices)))
     rows, labels = [], {}
     for name, (model, explainers) in models.items():
         chosen = {l: e for l, e in explainers.items() if layers is None or l in layers}
         x, y = part.tensors(next(model.parameters()).device)
-        x_adv = adversarial(model, x, y, epsilon, seed=seed)
+        x_adv = adversarial(model, x, y, epsilon, steps=steps, alpha=alpha, seed=seed)
         nat, nat_lab = explain_layers(model, chosen, x)
         adv, adv_lab = explain_layers(model, chosen, x_adv)
         p_nat, p_adv = predict(model, x).cpu(), predict(model, x_adv).cpu()
         labels[name] = {}
         for i, idx in enumerate(part.indices.tolist()):
             truth = int(y[i])
-            rows.append((f"{name}\nnatural #{idx}\nf={int(p_nat[i])}", x[i].cpu(), {l: v[i] for l, v in nat.items()},
+            said = [class_names[int(k)] if class_names else int(k) for k in (p_nat[i], p_adv[i])]
+            rows.append((f"{name}\nnatural #{idx}\nf={said[0]}", x[i].cpu(), {l: v[i] for l, v in nat.items()},
                          {l: v[i] for l, v in nat_lab.items()}, truth))
-            rows.append((f"{name}\nadversarial\nf={int(p_adv[i])}", x_adv[i].cpu(), {l: v[i] for l, v in adv.items()},
+            rows.append((f"{name}\nadversarial\nf={said[1]}", x_adv[i].cpu(), {l: v[i] for l, v in adv.items()},
                          {l: v[i] for l, v in adv_lab.items()}, truth))
             labels[name][idx] = {"natural": {l: int(v[i]) for l, v in nat_lab.items()},
                                  "adversarial": {l: int(v[i]) for l, v in adv_lab.items()}}
-    fig = plots.layer_by_layer(rows, title=f"InterpretGAN explanations, natural vs PGD-40 at eps {epsilon:g} "
-                                            "(titles: layer: f's label on the explanation; red: not the true label)")
+    eps_text = f"{epsilon * 255:g}/255" if epsilon < 0.1 else f"{epsilon:g}"
+    fig = plots.layer_by_layer(rows, title=f"InterpretGAN explanations, natural vs PGD-{steps} at eps {eps_text} "
+                                            "(titles: layer: f's label on the explanation; red: not the true label)",
+                               class_names=class_names, size=size)
     return fig, labels
 
 
-def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int = 99):
-    """ipywidgets for :func:`figure3`: the image index, epsilon and the layers; moving a control
-    recomputes the attack and redraws."""
+def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int = 99, eps_max: float = 0.5,
+                   eps_step: float = 0.02, **figure_kwargs):
+    """ipywidgets for :func:`figure3`: the image index, epsilon (``eps_step`` to ``eps_max``) and the layers;
+    moving a control recomputes the attack and redraws. ``figure_kwargs`` go to :func:`figure3` (e.g. the
+    attack's ``steps`` and ``alpha`` and the ``class_names`` for faces)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
     layers = list(next(iter(models.values()))[1])
 
     def view(index, epsilon, layers):
-        fig, _ = figure3(models, test_set, [index], epsilon, list(layers))
+        fig, _ = figure3(models, test_set, [index], epsilon, list(layers), **figure_kwargs)
         plt.show()
 
     return w.interactive(view, index=w.IntSlider(0, 0, max_index, description="image"),
-                         epsilon=w.FloatSlider(value=epsilon, min=0.02, max=0.5, step=0.02, description="epsilon"),
+                         epsilon=w.FloatSlider(value=epsilon, min=eps_step, max=eps_max, step=eps_step,
+                                               description="epsilon", readout_format=".4f"),
                          layers=w.SelectMultiple(options=layers, value=tuple(layers), description="layers"))
 
 

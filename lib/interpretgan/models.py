@@ -411,12 +411,13 @@ class JudgeResNet(_Judge):
     with batch norm, GELU, average pooling and global average pooling (no ReLU, no max pooling):
     stem 3x3 conv 32 at 32x32, avg-pool; residual block 32 at 16x16; 3x3 conv 64, avg-pool; residual
     block 64 at 8x8; global average pool; FC 10. Its 64-d pooled ``features`` are a Fréchet feature
-    space. Trained naturally it is the panel's ``resnet``; trained with ATTA-1 + TRADES, ``robust``."""
+    space. Trained naturally it is the panel's ``resnet``; trained with ATTA-1 + TRADES, ``robust``.
+    With ``in_channels=3`` and 2 classes it is the CelebA gender judge (the same layers at 64x64)."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU(), nn.AvgPool2d(2),
+            nn.Conv2d(in_channels, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.GELU(), nn.AvgPool2d(2),
             _Residual(32),
             nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.GELU(), nn.AvgPool2d(2),
             _Residual(64),

@@ -11,6 +11,8 @@ from types import SimpleNamespace
 from typing import Any, Iterable
 
 DEFAULT_ATTACKS = ("fgsm", "pgd40", "pgd100", "mpgd40")
+#: The datasets whose models have explanation generators (``dataset`` of 04_visualize; 07 is CelebA's).
+EXPLAINED_DATASETS = ("mnist", "celeba")
 
 
 def allowed_choices() -> dict[str, tuple[str, ...]]:
@@ -160,7 +162,29 @@ _PARSERS = {
     "baselines": lambda v: parse_bool(v, "baselines"),
     "exact": parse_exact,
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
+    "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),
 }
+
+
+def default_epsilon(dataset: Any, epsilon: Any = None) -> Any:
+    """``epsilon`` unless it is None (or "None"), then the paper's for ``dataset``: 0.3 for MNIST, 2/255 for
+    CelebA (``dataset`` checked as the ``dataset`` parameter)."""
+    dataset = choice("dataset", dataset, EXPLAINED_DATASETS)
+    if epsilon is None or str(epsilon).strip().lower() in ("none", ""):
+        return {"mnist": 0.3, "celeba": 2 / 255}[dataset]
+    return epsilon
+
+
+def _celeba_parser(name: str, value: Any, data_root: Any) -> Any:
+    """``layers`` among the CelebA VGG16's, or ``images`` among the CelebA test split's indices."""
+    if name == "layers":
+        from .models import FaceVGG16
+
+        return parse_layers(value, FaceVGG16.layer_names)
+    from .data import celeba_split_size
+
+    root = None if data_root in (None, "", "None") else str(data_root)
+    return parse_images(value, celeba_split_size("test", root))
 
 
 def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, **params: Any) -> SimpleNamespace:
@@ -172,11 +196,15 @@ def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, **params
     extra_choices = extra_choices or {}
     allowed = allowed_choices()
     out = {}
+    unknown = [name for name in params if name not in _PARSERS]
+    if unknown:
+        raise ParameterError(f"unknown parameter {unknown[0]!r}; known: {', '.join(_PARSERS)}")
+    dataset = _PARSERS["dataset"](params["dataset"]) if "dataset" in params else "mnist"
     for name, value in params.items():
-        if name not in _PARSERS:
-            raise ParameterError(f"unknown parameter {name!r}; known: {', '.join(_PARSERS)}")
         if name in extra_choices:
             out[name] = choice(name, value, allowed[name] + tuple(extra_choices[name]))
+        elif dataset == "celeba" and name in ("layers", "images"):
+            out[name] = _celeba_parser(name, value, params.get("data_root"))
         else:
             out[name] = _PARSERS[name](value)
     ns = SimpleNamespace(**out)

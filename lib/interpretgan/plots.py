@@ -50,19 +50,22 @@ def learning_curve(history: dict, title: str = "Natural training", robust_label:
 
 
 def adversarial_examples(x: torch.Tensor, x_adv: torch.Tensor, labels: torch.Tensor, pred_clean: torch.Tensor,
-                         pred_adv: torch.Tensor, n: int = 10, title: str = "") -> plt.Figure:
-    """Three rows for the first ``n`` images: clean (true label, prediction), perturbation, adversarial."""
+                         pred_adv: torch.Tensor, n: int = 10, title: str = "",
+                         class_names: Sequence[str] | None = None) -> plt.Figure:
+    """Three rows for the first ``n`` images: clean (true label, prediction), perturbation (summed over
+    colour channels), adversarial."""
     n = min(n, len(x))
     fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.4), squeeze=False)
     delta = (x_adv - x)[:n]
     lim = float(delta.abs().max()) or 1.0
     for i in range(n):
-        axes[0, i].imshow(x[i, 0].cpu(), cmap="gray", vmin=0, vmax=1)
-        axes[0, i].set_title(f"y={int(labels[i])} f={int(pred_clean[i])}", fontsize=8)
-        axes[1, i].imshow(delta[i, 0].cpu(), cmap="seismic", vmin=-lim, vmax=lim)
-        axes[2, i].imshow(x_adv[i, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+        show_image(axes[0, i], x[i])
+        axes[0, i].set_title(f"y={_name(int(labels[i]), class_names)} f={_name(int(pred_clean[i]), class_names)}",
+                             fontsize=8)
+        axes[1, i].imshow(delta[i].mean(0).cpu(), cmap="seismic", vmin=-lim, vmax=lim)
+        show_image(axes[2, i], x_adv[i])
         wrong = int(pred_adv[i]) != int(labels[i])
-        axes[2, i].set_title(f"f={int(pred_adv[i])}", fontsize=8, color="red" if wrong else "black")
+        axes[2, i].set_title(f"f={_name(int(pred_adv[i]), class_names)}", fontsize=8, color="red" if wrong else "black")
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -127,53 +130,65 @@ def gan_history(history: dict, title: str = "") -> plt.Figure:
     return fig
 
 
+def show_image(ax, image: torch.Tensor) -> None:
+    """Draw one image (C x H x W in [0, 1]; 1 channel in grey, 3 in colour) on ``ax`` without ticks."""
+    img = image.detach().float().cpu()
+    if img.shape[0] == 1:
+        ax.imshow(img[0], cmap="gray", vmin=0, vmax=1)
+    else:
+        ax.imshow(img.permute(1, 2, 0).clamp(0, 1).numpy())
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _name(label: int, class_names: Sequence[str] | None) -> str:
+    return class_names[label] if class_names else str(label)
+
+
 def explanation_grid(images: torch.Tensor, explained: dict, labels: torch.Tensor | None = None,
-                     predictions: dict | None = None, title: str = "", row_names: dict | None = None) -> plt.Figure:
-    """Rows: the input images, then one row of explanations per layer (``explained``: layer -> N x 1 x H x W
-    in [0, 1]); ``predictions`` (layer -> N labels) titles each explanation with f's label on it, red when
-    it differs from ``labels``."""
+                     predictions: dict | None = None, title: str = "", row_names: dict | None = None,
+                     class_names: Sequence[str] | None = None) -> plt.Figure:
+    """Rows: the input images, then one row of explanations per layer (``explained``: layer -> N x C x H x W
+    in [0, 1]); ``predictions`` (layer -> N labels) titles each explanation with f's label on it (a name from
+    ``class_names`` when given), red when it differs from ``labels``."""
     rows = [("input", images)] + list(explained.items())
     n = len(images)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.05 * n + 0.8, 1.1 * len(rows) + 0.4), squeeze=False)
     for r, (name, imgs) in enumerate(rows):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(imgs[c, 0].cpu(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            show_image(ax, imgs[c])
             if r == 0 and labels is not None:
-                ax.set_title(f"y={int(labels[c])}", fontsize=7)
+                ax.set_title(f"y={_name(int(labels[c]), class_names)}", fontsize=7)
             elif predictions is not None and name in predictions:
                 pred = int(predictions[name][c])
                 wrong = labels is not None and pred != int(labels[c])
-                ax.set_title(f"f={pred}", fontsize=7, color="red" if wrong else "black")
+                ax.set_title(f"f={_name(pred, class_names)}", fontsize=7, color="red" if wrong else "black")
         axes[r, 0].set_ylabel((row_names or {}).get(name, name), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 
 
-def layer_by_layer(rows: list[tuple[str, torch.Tensor, dict, dict | None, int | None]], title: str = ""
-                   ) -> plt.Figure:
-    """The paper's Figure 3 layout: one row per (name, image, explanations, labels, true label) entry —
-    the image in the first column, then its explanation at every layer, each titled with the
-    classifier's label on it (red when it differs from the true label)."""
+def layer_by_layer(rows: list[tuple[str, torch.Tensor, dict, dict | None, int | None]], title: str = "",
+                   class_names: Sequence[str] | None = None, size: float = 1.15) -> plt.Figure:
+    """The paper's Figure 3 (and 4, 5) layout: one row per (name, image, explanations, labels, true label)
+    entry — the image in the first column, then its explanation at every layer, each titled with the
+    classifier's label on it (a name from ``class_names`` when given; red when it differs from the true
+    label). ``size``: inches per image."""
     layers = list(rows[0][2])
-    fig, axes = plt.subplots(len(rows), len(layers) + 1, figsize=(1.15 * (len(layers) + 1) + 1.2, 1.25 * len(rows) + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(rows), len(layers) + 1,
+                             figsize=(size * (len(layers) + 1) + 1.2, (size + 0.1) * len(rows) + 0.5), squeeze=False)
     for r, (name, img, explained, labels, truth) in enumerate(rows):
-        axes[r, 0].imshow(img[0].cpu(), cmap="gray", vmin=0, vmax=1)
+        show_image(axes[r, 0], img)
         axes[r, 0].set_ylabel(name, fontsize=8)
         for c, layer in enumerate(layers, start=1):
             ax = axes[r, c]
-            ax.imshow(explained[layer][0].cpu(), cmap="gray", vmin=0, vmax=1)
+            show_image(ax, explained[layer])
             if labels is not None:
                 lab = int(labels[layer])
-                ax.set_title(f"{layer}: {lab}", fontsize=7,
+                ax.set_title(f"{layer}: {_name(lab, class_names)}", fontsize=7,
                              color="red" if truth is not None and lab != truth else "black")
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
     axes[0, 0].set_title("input", fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -187,7 +202,7 @@ def attribution_maps(images: torch.Tensor, maps: dict, labels: list[str] | None 
     n = len(images)
     fig, axes = plt.subplots(n, len(names) + 1, figsize=(1.4 * (len(names) + 1) + 0.6, 1.45 * n + 0.5), squeeze=False)
     for r in range(n):
-        axes[r, 0].imshow(images[r, 0].cpu(), cmap="gray", vmin=0, vmax=1)
+        show_image(axes[r, 0], images[r])
         axes[r, 0].set_ylabel(labels[r] if labels else "", fontsize=8)
         for c, name in enumerate(names, start=1):
             m = maps[name][r].sum(0).cpu()
@@ -199,6 +214,23 @@ def attribution_maps(images: torch.Tensor, maps: dict, labels: list[str] | None 
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def layer_shares(tables: dict, title: str = "", ylabel: str = "%") -> plt.Figure:
+    """A share per layer with its interval, one line per table (name -> DataFrame with ``share``, ``share_low``,
+    ``share_high`` in fractions, layers as the index), e.g. the adversarial-label share of explanations."""
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    for name, t in tables.items():
+        xs = np.arange(len(t))
+        err = np.vstack([t["share"] - t["share_low"], t["share_high"] - t["share"]]).astype(float) * 100
+        ax.errorbar(xs, t["share"].astype(float) * 100, yerr=err, fmt="o-", capsize=3, label=name)
+    first = next(iter(tables.values()))
+    ax.set_xticks(np.arange(len(first)))
+    ax.set_xticklabels(first.index)
+    ax.set(ylabel=ylabel, ylim=(-2, 102), title=title)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

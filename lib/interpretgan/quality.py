@@ -134,6 +134,34 @@ def evaluate(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dic
     return pd.DataFrame(rows).T
 
 
+def agreement(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dict, test_set,
+              exact: bool | None = None) -> pd.DataFrame:
+    """CelebA's measure of explanations (fractions), one row per layer: ``f agrees`` (the share of explanations
+    f labels as it labels the face itself: f(x_hat) = f(x)), ``f agrees (balanced)`` (the same averaged over
+    f's two labels, so a generator that draws one class only scores 0.5), for each judge ``<judge> agrees``
+    (the judge's label on the explanation equals f's on the face), ``<judge> on faces`` (the judge's label on
+    the face equals f's: the ceiling of the previous column), and ``Fréchet <judge>`` (distance between the
+    explanations and the real faces in the judge's feature space)."""
+    from .attacks import balanced_accuracy_of
+
+    real = test_set.tensors()[0]
+    target = labels_of(classifier, real, exact)
+    explained = explain(explainers, real, exact)
+    reads = read({"f": classifier, **panel}, explained, exact)
+    real_features = {name: features(j, real) for name, j in panel.items()}
+    on_faces = {name: float((labels_of(j, real, exact) == target).double().mean()) for name, j in panel.items()}
+    rows = {}
+    for layer, x_hat in explained.items():
+        row = {"f agrees": float((reads["f"][layer] == target).double().mean()),
+               "f agrees (balanced)": balanced_accuracy_of(target, reads["f"][layer])}
+        for name, j in panel.items():
+            row[f"{name} agrees"] = float((reads[name][layer] == target).double().mean())
+            row[f"{name} on faces"] = on_faces[name]
+            row[f"Fréchet {name}"] = frechet_distance(features(j, x_hat), real_features[name])
+        rows[layer] = row
+    return pd.DataFrame(rows).T
+
+
 def reference(panel: dict[str, nn.Module], test_set, exact: bool | None = None) -> pd.Series:
     """The same measures for real digits: each judge's accuracy, the Fréchet distance between two disjoint
     random halves (the floor a perfect generator reaches with this many images), the class-mean share and

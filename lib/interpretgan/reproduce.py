@@ -20,7 +20,7 @@ from .cache import write_json
 from .profiles import PROFILES
 from .progress import TEXT_ENV
 
-NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling")
+NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling", "07_celeba")
 KERNEL = "interpretgan"
 
 

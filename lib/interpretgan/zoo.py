@@ -23,7 +23,7 @@ from torch import nn
 
 from . import cache, fast, gan
 from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
-from .data import DATASETS, load, mnist32
+from .data import DATASETS, load
 from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
 from .training import TRAININGS, rank_and_world, set_seed, train_atta, train_natural
@@ -346,14 +346,31 @@ _JUDGE_ARCH = {"lenet": "lenet", "mlp": "mlp", "resnet": "resnet", "robust": "re
 _JUDGE_LR = {"mlp": 0.05}  # natural training's initial rate where 0.01 is too slow (MLP: 96.1% after 5 epochs)
 
 
-def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> dict[str, Any]:
+#: CelebA's independent judge: the residual network of the MNIST panel on 3 x 64 x 64 faces, for gender.
+FACE_JUDGES = ("resnet",)
+
+
+def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | None = None,
+                   dataset: str = "mnist") -> dict[str, Any]:
     """Settings of the judge ``name`` (one of :data:`JUDGES`): its architecture
     (:data:`~interpretgan.models.JUDGE_ARCHS`), its own seed, the profile's training images; natural training
     for 5 epochs of SGD 0.01 (MLP 0.05), x0.1 after epoch 3 (1 epoch at the smoke profile), or for ``robust``
-    ATTA-1 + TRADES on the profile's MNIST schedule (the same as the pooling study's)."""
+    ATTA-1 + TRADES on the profile's MNIST schedule (the same as the pooling study's). For ``dataset``
+    "celeba" (judges :data:`FACE_JUDGES`): the residual network on faces of the profile's size, trained for
+    gender on the CelebA model's schedule (Adam, flips) with its own seed."""
+    p = get_profile(profile)
+    if dataset == "celeba":
+        if name not in FACE_JUDGES:
+            raise ValueError(f"judge for celeba must be one of {list(FACE_JUDGES)}, got {name!r}")
+        f = p.celeba
+        return {"kind": "judge", "version": 2, "name": name, "dataset": "celeba", "arch": _JUDGE_ARCH[name],
+                "model": {"arch": _JUDGE_ARCH[name], "in_channels": 3, "num_classes": 2, "image_size": f.image_size},
+                "seed": 11, "n_train": f.n_train, "n_train_seed": 0, "training": "natural", "epochs": f.epochs,
+                "lr": f.lr, "lr_milestones": list(f.lr_milestones), "lr_gamma": f.lr_gamma, "optimizer": f.optimizer,
+                "momentum": 0.9, "weight_decay": f.weight_decay, "batch_size": f.batch_size, "flip": f.flip,
+                "exact": fast.resolve_exact(exact)}
     if name not in JUDGES:
         raise ValueError(f"judge must be one of {list(JUDGES)}, got {name!r}")
-    p = get_profile(profile)
     common = {"kind": "judge", "version": 2, "name": name, "dataset": "mnist", "arch": _JUDGE_ARCH[name],
               "seed": 1 + JUDGES.index(name), "n_train_seed": 1, "exact": fast.resolve_exact(exact)}
     if name == "robust":
@@ -367,16 +384,17 @@ def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | 
 
 def judge(profile: str = "default", *, name: str = "lenet", data_root: str | None = None,
           device: str | torch.device | None = None, progress: bool = True, exact: bool | None = None,
-          retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+          retrain: bool = False, dataset: str = "mnist") -> tuple[nn.Module, dict[str, Any]]:
     """The independent judge ``name`` (one of :data:`JUDGES`), trained once and cached (or shipped); returns
     ``(model, info)`` like :func:`classifier` (info: ``key``, ``settings``, ``source``, ``history``,
     ``test_accuracy`` on the profile's test images, and for the robust judge ``robust_accuracy``: PGD-40 at
     its training epsilon on the schedule's evaluation digits, from its training history)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = judge_settings(profile, name, exact)
+    settings = judge_settings(profile, name, exact, dataset)
     set_seed(settings["seed"])
-    model = JUDGE_ARCHS[settings["arch"]]().to(device)
-    test = mnist32("test", data_root).subset(get_profile(profile).n_test)
+    kwargs = {k: v for k, v in settings.get("model", {}).items() if k in ("in_channels", "num_classes")}
+    model = JUDGE_ARCHS[settings["arch"]](**kwargs).to(device)
+    test = test_set(profile, settings, data_root)
     info = _trained(model, "judges", settings, test, data_root, device, progress, retrain)
     if name == "robust":
         info["robust_accuracy"] = info["history"]["robust_accuracy"][-1]
@@ -384,13 +402,16 @@ def judge(profile: str = "default", *, name: str = "lenet", data_root: str | Non
 
 
 def judges(profile: str = "default", *, data_root: str | None = None, device: str | torch.device | None = None,
-           progress: bool = True, exact: bool | None = None, names: tuple[str, ...] = JUDGES) -> dict:
-    """The panel: ``{name: (model, info)}`` for every judge in ``names`` (see :func:`judge`)."""
-    return {name: judge(profile, name=name, data_root=data_root, device=device, progress=progress, exact=exact)
-            for name in names}
+           progress: bool = True, exact: bool | None = None, names: tuple[str, ...] | None = None,
+           dataset: str = "mnist") -> dict:
+    """The panel: ``{name: (model, info)}`` for every judge in ``names`` (default: :data:`JUDGES`, for CelebA
+    :data:`FACE_JUDGES`; see :func:`judge`)."""
+    names = names or (FACE_JUDGES if dataset == "celeba" else JUDGES)
+    return {name: judge(profile, name=name, data_root=data_root, device=device, progress=progress, exact=exact,
+                        dataset=dataset) for name in names}
 
 
-def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None) -> str:
+def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None, dataset: str = "mnist") -> str:
     """Copy a cached judge into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
-    return _ship("judges", judge_settings(profile, name, exact), "model.safetensors", f"mnist-judge-{name}.safetensors",
-                 "judge", torch.float16, with_accuracy=True)
+    return _ship("judges", judge_settings(profile, name, exact, dataset), "model.safetensors",
+                 f"{dataset}-judge-{name}.safetensors", "judge", torch.float16, with_accuracy=True)
