@@ -54,3 +54,45 @@ def test_shipped_weights_are_found_by_key_and_checked(tmp_path):
     f.write_bytes(f.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="SHA-256"):
         cache.shipped("abc123", tmp_path)
+
+
+class _Payload:
+    """Any class of ours: pickled by reference, so safe loading refuses it."""
+
+
+def test_unsafe_checkpoint_is_named_moved_aside_and_rebuilt(tmp_path):
+    """A checkpoint holding Python objects: load_checkpoint names the file and says it was refused as unsafe
+    (never torch's raw UnpicklingError); read_checkpoint moves it aside and returns None so the entry is rebuilt."""
+    bad = tmp_path / "checkpoint.pt"
+    torch.save({"state": _Payload()}, bad)
+    with pytest.raises(cache.CheckpointError, match=f"{bad} was refused as unsafe"):
+        cache.load_checkpoint(bad)
+    with pytest.warns(cache.RefusedCheckpointWarning, match="moved aside to checkpoint.pt.refused"):
+        assert cache.read_checkpoint(bad) is None
+    assert not bad.exists() and (tmp_path / "checkpoint.pt.refused").is_file()
+    assert cache.read_checkpoint(bad) is None  # missing: nothing to warn about
+    cache.save_checkpoint({"x": torch.ones(2)}, bad)
+    assert torch.equal(cache.read_checkpoint(bad)["x"], torch.ones(2))
+
+
+def test_truncated_checkpoint_is_named(tmp_path):
+    f = tmp_path / "c.pt"
+    cache.save_checkpoint({"x": torch.ones(1000)}, f)
+    f.write_bytes(f.read_bytes()[:100])
+    with pytest.raises(cache.CheckpointError, match=f"{f} cannot be read as a checkpoint"):
+        cache.load_checkpoint(f)
+
+
+def test_written_files_are_readable_like_the_rest(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o022)
+    try:
+        cache.save_weights({"w": torch.ones(2)}, tmp_path / "w.safetensors")
+        cache.save_checkpoint({"x": 1}, tmp_path / "c.pt")
+        cache.write_json(tmp_path / "s.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    for name in ("w.safetensors", "c.pt", "s.json"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

@@ -197,3 +197,40 @@ def test_cifar10_missing_names_both_paths(tmp_path, monkeypatch):
     assert "data_batch_1" in msg and "INTERPRETGAN_DATA" in msg and "data_root" in msg
     with pytest.raises(ValueError, match="split must be one of"):
         data.cifar10("val", tmp_path)
+
+
+def test_missing_data_root_is_named_before_any_download(tmp_path, monkeypatch):
+    import torchvision
+
+    def never(*args, **kwargs):
+        raise AssertionError("a download was tried")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", never)
+    root = tmp_path / "no-such-folder"
+    for load in (data.mnist32, data.cifar10, data.celeba):
+        with pytest.raises(data.DataError, match="does not exist"):
+            load("test", root)
+    assert not root.exists()
+
+
+def test_offline_download_leaves_the_data_root_as_found(tmp_path, monkeypatch):
+    """Offline, no download is tried and nothing is created under the user's data root; a failed download
+    removes what it created."""
+    import torchvision
+
+    calls = []
+    monkeypatch.setattr(data, "_online", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda *a, **k: calls.append(a))
+    with pytest.raises(data.DataError, match="not reachable"):
+        data.mnist32("test", tmp_path)
+    assert calls == [] and list(tmp_path.iterdir()) == []
+
+    def half_download(root, *args, **kwargs):
+        (tmp_path / "MNIST" / "raw").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("mirror failed")
+
+    monkeypatch.setattr(data, "_online", lambda host, timeout=3.0: True)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", half_download)
+    with pytest.raises(data.DataError, match="mirror failed"):
+        data.mnist32("test", tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -166,3 +166,32 @@ def test_panel_and_adversarial_class_shares_by_hand():
     assert row["f"] == pytest.approx(2 / 3) and row["j1"] == pytest.approx(1 / 3) and row["j2"] == pytest.approx(1 / 3)
     assert row["panel"] == pytest.approx(1 / 3)
     assert row["true class (f)"] == pytest.approx(1 / 3) and row["true class (panel)"] == pytest.approx(2 / 3)
+
+
+def test_diagnose_gives_the_model_back_as_found_and_refuses_a_shared_module(train_set, test_set, tmp_path):
+    from interpretgan import gan
+    from interpretgan.attacks import PGD
+    from interpretgan.diagnosis import diagnose
+
+    torch.manual_seed(0)
+    net = TinyResNet().train()
+    net.head[1].weight.requires_grad_(False)  # a user's own partial freeze stays as it is
+    before = [(n, q.requires_grad) for n, q in net.named_parameters()]
+    settings = gan.GANSettings(code_dim=8, channels=(8, 8, 8, 8), images=(32, 32, 32, 64), batch_size=32,
+                               checkpoint_every=10**6, ema=0.9)
+    diagnose(net, ["stage2"], PGD(0.2, 0.05, 2), test_set.subset(40), train_set.subset(200), settings,
+             progress=False, exact=True, noise=False)
+    assert net.training and all(m.training for m in net.modules())
+    assert [(n, q.requires_grad) for n, q in net.named_parameters()] == before
+
+    class Shared(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 1, 3, padding=1)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 10))
+
+        def forward(self, x):
+            return self.head(self.conv(self.conv(x)))  # one module object, two calls
+
+    with pytest.raises(ValueError, match="'conv' \\(Conv2d\\) runs 2 times in one forward pass"):
+        gan.latent_of(Shared(), torch.zeros(2, 1, 32, 32), "conv")

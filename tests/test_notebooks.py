@@ -117,6 +117,9 @@ def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
     ("07_celeba", "layers", "conv1", "names among block1, block2"),
     ("07_celeba", "images", 660, "test-image indices in 0..659"),
     ("04_visualize", "dataset", "cifar10", "must be one of mnist, celeba"),
+    ("02_attack", "epsilom", 0.5, "unknown parameter 'epsilom' (did you mean 'epsilon'?)"),
+    ("05_diagnose", "epsilon", True, "must be a number in (0, 1]"),
+    ("01_train", "seed", 2**64, "must be a whole number in 0..4294967295"),
 ])
 def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeypatch, name, param, value, expected):
     artifacts = tmp_path / "artifacts"

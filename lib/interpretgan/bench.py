@@ -229,9 +229,9 @@ def gan_science(progress: bool = True) -> dict:
         model, _ = zoo.classifier("default", pooling="max", exact=exact, device="cpu", progress=progress)
         folder = paths.artifacts_root() / "bench" / f"interpretgan-{GAN_SCIENCE_LAYER}-{tag}"
         final = folder / "explainer.safetensors"
-        if final.is_file():
+        if final.is_file() and (done := cache.read_checkpoint(folder / "history.pt")) is not None:
             expl = gan.build_explainer(model, GAN_SCIENCE_LAYER, settings, cache.load_weights(final))
-            seconds = cache.load_checkpoint(folder / "history.pt")["seconds"][-1]
+            seconds = done["seconds"][-1]
         else:
             expl, history = gan.fit_layer(model, GAN_SCIENCE_LAYER, train, settings, checkpoint=folder / "checkpoint.pt",
                                           progress=progress, exact=exact)

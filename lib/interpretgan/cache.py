@@ -8,7 +8,9 @@ notebook directly. A changed setting gives a new key, so a stale model is never 
 - ``atomic_path(path)``: write to a temporary file, then rename, so a killed run leaves either the
   old file or the new one, never a broken one.
 - Checkpoints are ``torch.save`` files read back with ``weights_only=True`` (never unpickled), or
-  safetensors.
+  safetensors. :func:`read_checkpoint` (what resuming and cache lookups use) moves a file that safe
+  loading refuses aside to ``<name>.refused`` with a warning naming it, and the entry is rebuilt.
+- Files are written readable by everyone the umask allows (0644 by default), safetensors included.
 - Shipped weights: ``weights/MANIFEST.json`` maps file names to their cache key, settings and
   SHA-256; :func:`shipped` returns a file only when its key matches and its hash checks out.
 """
@@ -18,6 +20,8 @@ import contextlib
 import hashlib
 import json
 import os
+import pickle
+import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -54,9 +58,16 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+        os.chmod(path, 0o666 & ~_umask())  # safetensors writes 0600; keep every file like the rest
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -71,9 +82,41 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint file that safe loading refuses (it holds Python objects) or cannot read; names the file."""
+
+
+class RefusedCheckpointWarning(UserWarning):
+    """A checkpoint was refused and moved aside; what it held is rebuilt."""
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code (weights_only=True)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code (weights_only=True).
+    Raises :class:`CheckpointError` naming the file when safe loading refuses it or it cannot be read."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(f"{path} was refused as unsafe: it holds Python objects that safe loading "
+                              f"(weights_only=True) will not unpickle; this package never writes such files. "
+                              f"Delete it (or let the package move it aside and rebuild)") from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise CheckpointError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """:func:`load_checkpoint`, or None when the file is missing or refused: a refused file is moved aside to
+    ``<name>.refused`` (a :class:`RefusedCheckpointWarning` names it and why), so the caller rebuilds it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, map_location)
+    except CheckpointError as err:
+        aside = path.with_name(path.name + ".refused")
+        os.replace(path, aside)
+        warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RefusedCheckpointWarning, stacklevel=2)
+        return None
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,

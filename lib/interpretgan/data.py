@@ -55,6 +55,41 @@ class DataError(FileNotFoundError):
     """The dataset is missing, truncated or malformed; the message names the path."""
 
 
+def _existing_root(root: Path) -> Path:
+    """``root`` if it is a folder, else a DataError naming it (checked before anything is downloaded)."""
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist (or is not a folder). Set the `data_root` parameter or "
+                        f"INTERPRETGAN_DATA to the folder that holds the datasets (e.g. ../shared/datasets)")
+    return root
+
+
+def _online(host: str, timeout: float = 3.0) -> bool:
+    """Whether ``host`` answers on port 443 within ``timeout`` seconds (no download is tried offline)."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _download(root: Path, folder: str, host: str, fetch) -> None:
+    """Run ``fetch()`` (a torchvision download into ``root``) when ``host`` is reachable; on any failure remove
+    the folders it created under ``root`` (a user's data root is left as it was found) and re-raise."""
+    created = [d for d in (root / folder, root / folder / "raw") if not d.exists()]
+    if not _online(host):
+        raise ConnectionError(f"{host} is not reachable (offline)")
+    try:
+        fetch()
+    except Exception:
+        import shutil
+
+        for d in created[:1]:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
+
+
 @dataclass
 class ImageSet:
     """Images (uint8, N x C x H x W) and labels (int64, N) held in memory.
@@ -144,15 +179,18 @@ def _read_idx(path: Path, magic: int, count: int, item_shape: tuple[int, ...]) -
 
 
 def _mnist_raw_dir(root: Path) -> Path:
-    raw = root / "MNIST" / "raw"
+    raw = _existing_root(root) / "MNIST" / "raw"
     needed = [f for pair in MNIST_FILES.values() for f in pair[:2]]
     if all((raw / f).is_file() for f in needed):
         return raw
     try:  # online machines: let torchvision fetch the four files into the data root
         import torchvision
 
-        torchvision.datasets.MNIST(str(root), train=True, download=True)
-        torchvision.datasets.MNIST(str(root), train=False, download=True)
+        def fetch():
+            torchvision.datasets.MNIST(str(root), train=True, download=True)
+            torchvision.datasets.MNIST(str(root), train=False, download=True)
+
+        _download(root, "MNIST", "ossci-datasets.s3.amazonaws.com", fetch)
     except Exception as exc:  # offline, read-only root, ...
         missing = [f for f in needed if not (raw / f).is_file()]
         raise DataError(
@@ -264,7 +302,7 @@ def _decode_jpegs(files: list[Path], desc: str = "") -> torch.Tensor:
 def _cifar10_dir(root: Path) -> tuple[str, Path]:
     """``("real", <root>/cifar-10-batches-py)`` or ``("jpeg", <root>/cifar10-jpeg)``: real batches first,
     then the JPEG copy, then a torchvision download of the real batches; else a DataError."""
-    real, jpeg = root / CIFAR10_REAL_DIR, root / CIFAR10_JPEG_DIR
+    real, jpeg = _existing_root(root) / CIFAR10_REAL_DIR, root / CIFAR10_JPEG_DIR
     needed = [n for names in CIFAR10_BATCHES.values() for n in names]
     if all((real / n).is_file() for n in needed):
         return "real", real
@@ -273,7 +311,8 @@ def _cifar10_dir(root: Path) -> tuple[str, Path]:
     try:  # online machines: let torchvision fetch the real batches into the data root
         import torchvision
 
-        torchvision.datasets.CIFAR10(str(root), train=True, download=True)
+        _download(root, CIFAR10_REAL_DIR, "www.cs.toronto.edu",
+                  lambda: torchvision.datasets.CIFAR10(str(root), train=True, download=True))
     except Exception as exc:  # offline, read-only root, ...
         missing = [n for n in needed if not (real / n).is_file()]
         raise DataError(
@@ -354,7 +393,7 @@ def _celeba_dir(root: Path) -> Path:
     ``<root>/celeba-subset``; each must hold ``img_align_celeba/``, ``list_attr_celeba.txt`` and
     ``list_eval_partition.txt``, else a DataError naming what is missing."""
     for name in (CELEBA_FULL_DIR, CELEBA_SUBSET_DIR):
-        folder = root / name
+        folder = _existing_root(root) / name
         if (folder / "img_align_celeba").is_dir():
             missing = [f for f in ("list_attr_celeba.txt", "list_eval_partition.txt") if not (folder / f).is_file()]
             if missing:

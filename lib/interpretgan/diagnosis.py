@@ -41,7 +41,7 @@ from torch import nn
 from . import cache, gan, quality, zoo
 from .attacks import AttackResult, run_attack
 from .data import load, mnist32
-from .models import eval_mode
+from .models import as_found, eval_mode
 
 
 def layer_correctness(model: nn.Module, explainers: dict, images: torch.Tensor, labels: torch.Tensor,
@@ -301,13 +301,21 @@ def diagnose(model: nn.Module, layers: Iterable[str], attack, test_set, train_se
         judges: independent classifiers ``{name: model}`` that also read the explanations (the panel).
         noise: also run the noise control (random signs of size ``attack.eps`` on the same images).
 
-    Returns a :class:`Diagnosis`; ``table`` has Acc_i, Vul_i and their 95% bootstrap intervals.
+    Returns a :class:`Diagnosis`; ``table`` has Acc_i, Vul_i and their 95% bootstrap intervals. ``model`` is
+    given back as it was found (train/eval mode and ``requires_grad`` of every parameter); a layer that runs
+    more than once in a forward pass (a shared module) is refused, naming it.
 
     Example::
 
         >>> d = diagnose(net, ["layer1", "layer2", "fc"], PGD(0.3), test.subset(2000), train)
         >>> d.table[["acc", "vul"]], d.attack_share
     """
+    with as_found(model):  # the user's model leaves as it came: its modes and requires_grad flags
+        return _diagnose(model, layers, attack, test_set, train_set, settings, folder, seed, progress, exact, judges,
+                         noise)
+
+
+def _diagnose(model, layers, attack, test_set, train_set, settings, folder, seed, progress, exact, judges, noise):
     settings = settings or gan.GANSettings()
     device = next(model.parameters()).device
     model.eval()

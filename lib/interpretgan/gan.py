@@ -42,7 +42,7 @@ from .progress import tqdm
 
 from . import fast
 from .attacks import predict
-from .cache import atomic_path, load_checkpoint, save_checkpoint
+from .cache import atomic_path, read_checkpoint, save_checkpoint
 from .data import to_float
 from .models import eval_mode, freeze
 
@@ -330,6 +330,10 @@ def _hooked(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[torch.Tensor
         handle.remove()
     if not seen:
         raise RuntimeError(f"layer {layer!r} was not called in the forward pass")
+    if len(seen) > 1:
+        raise ValueError(f"layer {layer!r} ({type(model.get_submodule(layer)).__name__}) runs {len(seen)} times in "
+                         f"one forward pass (a shared module): its latent is ambiguous. Explain a module that runs "
+                         f"once, e.g. give each use its own module object")
     return seen[0], out
 
 
@@ -595,8 +599,8 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             "monitor_accuracy", "seconds")
     history: dict[str, list] = {k: [] for k in keys}
     shown, elapsed, steps, last_gp = 0, 0.0, 0, float("nan")
-    if checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint, map_location="cpu")
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if state is not None:
         for name, mod in nets.modules().items():
             mod.load_state_dict(state[name])
         nets.opt_g.load_state_dict(state["opt_g"])

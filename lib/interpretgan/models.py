@@ -55,6 +55,21 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+@contextlib.contextmanager
+def as_found(model: nn.Module) -> Iterator[nn.Module]:
+    """Run the block, then give ``model`` back as it was found: every module's train/eval mode and every
+    parameter's ``requires_grad`` restored (also on errors)."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(q, q.requires_grad) for q in model.parameters()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for q, flag in grads:
+            q.requires_grad_(flag)
+
+
 def freeze(model: nn.Module) -> nn.Module:
     """``model`` with ``requires_grad`` off for every parameter (in place; returned)."""
     for q in model.parameters():

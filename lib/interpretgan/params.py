@@ -6,8 +6,9 @@ papermill as strings too (``-p epsilon 8/255``, ``-p retrain true``); a bad valu
 """
 from __future__ import annotations
 
+import difflib
 from fractions import Fraction
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any, Iterable
 
 DEFAULT_ATTACKS = ("fgsm", "pgd40", "pgd100", "mpgd40")
@@ -42,6 +43,8 @@ def choice(name: str, value: Any, allowed: Iterable[str]) -> str:
 def parse_epsilon(value: Any, name: str = "epsilon") -> float:
     """An l_inf radius from a number or a string such as "0.3" or "8/255"; must lie in (0, 1]."""
     try:
+        if isinstance(value, bool):  # True would pass float() as 1.0
+            raise TypeError
         eps = float(Fraction(value.strip())) if isinstance(value, str) else float(value)
     except (ValueError, ZeroDivisionError, TypeError):
         raise ParameterError(f"parameter {name!r} must be a number in (0, 1] such as 0.3 or \"8/255\"; "
@@ -113,17 +116,22 @@ def parse_optional_int(value: Any, name: str, minimum: int = 1) -> int | None:
     return parse_int(value, name, minimum)
 
 
-def parse_int(value: Any, name: str, minimum: int = 0) -> int:
-    """A whole number >= ``minimum`` (strings accepted)."""
+def parse_int(value: Any, name: str, minimum: int = 0, maximum: int | None = None) -> int:
+    """A whole number >= ``minimum`` (and <= ``maximum`` when given; strings accepted)."""
     try:
         if isinstance(value, bool):
             raise ValueError
         v = int(str(value).strip())
-        if v < minimum:
+        if v < minimum or (maximum is not None and v > maximum):
             raise ValueError
     except ValueError:
-        raise ParameterError(f"parameter {name!r} must be a whole number >= {minimum}; got {value!r}") from None
+        bound = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ParameterError(f"parameter {name!r} must be a whole number {bound}; got {value!r}") from None
     return v
+
+
+#: The largest seed: seeds are multiplied and offset (seed * 1,000,003 + epoch) into torch's 64-bit seed.
+MAX_SEED = 2**32 - 1
 
 
 def parse_bool(value: Any, name: str) -> bool:
@@ -157,9 +165,10 @@ _PARSERS = {
     "attack": parse_attack,
     "n_images": lambda v: parse_optional_int(v, "n_images"),
     "attacks": parse_attacks,
-    "seed": lambda v: parse_int(v, "seed"),
+    "seed": lambda v: parse_int(v, "seed", 0, MAX_SEED),
     "retrain": lambda v: parse_bool(v, "retrain"),
     "baselines": lambda v: parse_bool(v, "baselines"),
+    "cifar": lambda v: parse_bool(v, "cifar"),
     "exact": parse_exact,
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
     "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),
@@ -187,12 +196,36 @@ def _celeba_parser(name: str, value: Any, data_root: Any) -> Any:
     return parse_images(value, celeba_split_size("test", root))
 
 
-def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, **params: Any) -> SimpleNamespace:
+#: Names a notebook's namespace holds besides its parameters before ``resolve`` runs (IPython's own).
+_KERNEL_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "open"}
+
+
+def unknown_parameters(namespace: dict[str, Any], known: Iterable[str]) -> list[str]:
+    """The names in a notebook's ``namespace`` that look like parameters (not private, not a module, class
+    or function, not IPython's) but are not among ``known``: papermill injects a misspelled ``-p epsilom
+    0.5`` as a variable that nothing reads."""
+    known = set(known)
+    return sorted(n for n, v in namespace.items()
+                  if not n.startswith("_") and n not in known and n not in _KERNEL_NAMES
+                  and not isinstance(v, (ModuleType, type)) and not callable(v))
+
+
+def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, namespace: dict[str, Any] | None = None,
+            **params: Any) -> SimpleNamespace:
     """Check and parse a notebook's parameters; returns them as attributes, plus ``settings``
     (the chosen :class:`~interpretgan.profiles.Profile`). Raises ParameterError on the first bad one.
-    ``extra_choices`` widens a choice parameter for one notebook, e.g. ``{"training": ("both",)}``."""
+    ``extra_choices`` widens a choice parameter for one notebook, e.g. ``{"training": ("both",)}``.
+    ``namespace`` (the notebook's ``globals()``) is checked for values set that are not parameters of
+    this notebook (a misspelled ``-p epsilom 0.5``): the error names the closest parameter."""
     from .profiles import get_profile
 
+    if namespace is not None:
+        stray = unknown_parameters(namespace, params)
+        if stray:
+            close = difflib.get_close_matches(stray[0], list(params), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParameterError(f"unknown parameter {stray[0]!r}{hint}; this notebook's parameters: "
+                                 f"{', '.join(params)}")
     extra_choices = extra_choices or {}
     allowed = allowed_choices()
     out = {}

@@ -107,8 +107,8 @@ def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Itera
                 "alpha": kwargs.get("alpha"), "dataset": dataset, "test": test.name, "n": len(test),
                 "indices_sum": int(test.indices.sum()), "keep": keep, "seed": seed, "exact": exact, "batch_size": batch_size}
     f = cache.entry("evaluations", settings) / "evaluation.pt"
-    if f.is_file():
-        return Evaluation(**cache.load_checkpoint(f))
+    if (done := cache.read_checkpoint(f)) is not None:
+        return Evaluation(**done)
     ev = evaluate(model, test, attacks, eps, dataset=dataset, keep=keep, exact=exact, seed=seed, progress=progress,
                   batch_size=batch_size, **kwargs)
     cache.save_checkpoint({"clean": ev.clean, "robust": ev.robust, "correct": ev.correct,
@@ -278,8 +278,8 @@ def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, 
                 "test": test.name, "n": len(test), "indices_sum": int(test.indices.sum()), "seed": seed,
                 "exact": info["settings"]["exact"]}
     f = cache.entry("evaluations", settings) / "apgd.pt"
-    if f.is_file():
-        return cache.load_checkpoint(f)["correct"]
+    if (done := cache.read_checkpoint(f)) is not None:
+        return done["correct"]
     correct = apgd(model, test, eps, loss=loss, steps=steps, exact=info["settings"]["exact"], seed=seed,
                    progress=progress)
     cache.save_checkpoint({"correct": correct}, f)

@@ -25,7 +25,7 @@ from .progress import tqdm
 
 from . import fast
 from .attacks import accuracy, input_grad, project, run_attack
-from .cache import load_checkpoint, save_checkpoint
+from .cache import read_checkpoint, save_checkpoint
 from .data import to_float
 
 #: The trainings of the zoo: natural (:func:`train_natural`) and adversarial, ATTA-1 + TRADES (:func:`train_atta`).
@@ -46,10 +46,10 @@ def learning_rate(epoch: int, lr: float, milestones: tuple[int, ...], gamma: flo
 def _resume(checkpoint: str | Path | None, model: nn.Module, opt: torch.optim.Optimizer, seed: int) -> dict | None:
     """Load a training checkpoint into ``model`` and ``opt`` and restore the RNG; returns the checkpoint
     (its ``epoch``, ``history``, ...) or, without one, seeds the RNG with ``seed`` and returns None."""
-    if checkpoint is None or not Path(checkpoint).is_file():
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if state is None:
         set_seed(seed)
         return None
-    state = load_checkpoint(checkpoint, map_location="cpu")
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])

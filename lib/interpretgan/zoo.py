@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any
 
 import torch
@@ -137,7 +138,10 @@ def _through_cache(folder, key: str, filename: str, retrain: bool, train) -> tup
     Returns ``(state_dict, source, history)`` with source "cache" | "shipped" | "trained"."""
     final = folder / filename
     if final.is_file():
-        return cache.load_weights(final), "cache", cache.load_checkpoint(folder / "history.pt")
+        history = cache.read_checkpoint(folder / "history.pt")
+        if history is not None:
+            return cache.load_weights(final), "cache", history
+        os.replace(final, final.with_name(final.name + ".refused"))  # its history was refused: rebuild the entry
     if not retrain and (f := cache.shipped(key)) is not None:
         return cache.load_weights(f), "shipped", cache.read_manifest()["files"][f.name].get("history")
     state, history = train()
@@ -212,8 +216,7 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsi
     settings = {"kind": "adversarial", "classifier": info["key"], "attack": repr(atk), "n_images": n_images,
                 "subset_seed": 0, "seed": int(seed), "exact": exact}
     f = cache.entry("adversarial", settings) / "result.pt"
-    if f.is_file():
-        r = cache.load_checkpoint(f)
+    if (r := cache.read_checkpoint(f)) is not None:
         return AttackResult(attack, r["labels"], r["pred_clean"], r["pred_adv"], r["x_adv"])
     test = load(dataset, "test", data_root, size=image_size_of(info["settings"])).subset(n_images)
     torch.manual_seed(seed)
