@@ -11,6 +11,9 @@ by side in one run, on the CPU and (when present) on a CUDA GPU:
 - natural training images/s at the paper's batch 128: plain fp32 and the fast path;
 - InterpretGAN training images/s (one step: f, G(C(l)), critic and generator updates, the lazy gradient
   penalty as often as it runs) at 32x32 for conv1 at the default widths and batch: fp32 and the fast path;
+- 05's live epsilon slider (shipped default weights, 200 digits, natural and ATTA models): the seconds a
+  slider step takes, and the seconds one new epsilon costs (PGD-40, Acc_i at every layer), which the widget
+  pays for each point of its grid when it is made;
 - the science at full scale (CPU only, unless ``--skip-science``): robust accuracy under PGD-40 and
   FGSM on all 10,000 test digits, fast against fp32, on the default profile's natural model, each at
   an epsilon where it lies between 20% and 80%; and the test accuracy of that model trained on the fast
@@ -181,6 +184,41 @@ def gan_speed(device: torch.device, layer: str = GAN_LAYER) -> dict[str, float]:
     return res
 
 
+WIDGET_IMAGES = 200  # digits behind 05's live epsilon slider
+
+
+def widget_step(device: torch.device, epsilon: float = 0.25) -> dict[str, float]:
+    """05's epsilon slider at the default profile (shipped weights), natural and ATTA models, ``WIDGET_IMAGES``
+    digits: ``compute`` is the seconds one new epsilon takes (PGD-40 and Acc_i at every layer, both models;
+    the widget does this for each grid point when it is made), ``step`` the seconds a slider step then takes
+    (a redraw of precomputed values)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from .interactive import accuracy_vs_epsilon, epsilon_widget
+    from .models import LAYERS
+
+    matplotlib.use("Agg")
+    test = mnist32("test").subset(get_profile("default").n_attack).take(slice(0, WIDGET_IMAGES))
+    models, seconds = {}, {}
+    for t in ("natural", "atta"):
+        model, info = zoo.classifier("default", training=t, device=device, progress=False)
+        models[t] = (model, {l: zoo.explainer("default", training=t, layer=l, classifier_model=(model, info),
+                                              progress=False)[0] for l in LAYERS})
+        accuracy_vs_epsilon(*models[t], test.take(slice(0, 8)), [epsilon])  # warm up
+        _sync(device)
+        t0 = time.perf_counter()
+        accuracy_vs_epsilon(*models[t], test, [epsilon])
+        _sync(device)
+        seconds[t] = round(time.perf_counter() - t0, 2)
+    widget = epsilon_widget(models, test, 0.0, eps_max=0.05, eps_step=0.05, progress=False)
+    t0 = time.perf_counter()
+    widget.children[0].value = 0.05  # what releasing the slider at the next grid point does
+    step = time.perf_counter() - t0
+    plt.close("all")
+    return {"images": WIDGET_IMAGES, "compute": round(sum(seconds.values()), 2), **seconds, "step": round(step, 2)}
+
+
 def science(progress: bool = True) -> dict:
     """Fast path against fp32 at full scale, on the CPU: robust accuracy (PGD-40, FGSM, all 10,000 test
     digits) of the default natural max-pool model, and the test accuracy of that model trained both ways."""
@@ -265,6 +303,11 @@ def table(record: dict) -> str:
                 vs_ref = f"{v / r[f'{loop}_per_second'][ref]:.2f}x" if ref else ""
                 lines.append(f"{label + ' ' + tag + ' (' + unit + ')':<34}"
                              f"{v:>12,.0f}{v / r[f'{loop}_per_second']['fp32']:>8.2f}x{vs_ref:>17}{gf:>10.1f}{gf / peak:>9.0%}")
+        if "widget_step_seconds" in r:
+            w = r["widget_step_seconds"]
+            lines.append(f"05's epsilon slider ({w['images']} digits, natural and ATTA): a step {w['step']:.2f} s "
+                         f"(target 5 s); computing one new epsilon {w['compute']:.1f} s (natural {w['natural']:.1f}, "
+                         f"ATTA {w['atta']:.1f}), done for each grid point when the widget is made")
     if "science" in record:
         s = record["science"]
         lines += ["", f"== science at full scale ({s['model']}, {s['n_images']:,} test digits)",
@@ -296,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         record["devices"][str(device)] = {
             "fast_path": fast.describe(device, exact=False), "peak_gflops": peaks(device),
             "flops_per_image_step": flops, "pgd_per_second": pgd_speed(device),
-            "train_per_second": train_speed(device), "gan_per_second": gan_speed(device)}
+            "train_per_second": train_speed(device), "gan_per_second": gan_speed(device),
+            "widget_step_seconds": widget_step(device)}
     if not args.skip_science:
         record["science"] = science()
         record["gan_science"] = gan_science()

@@ -83,9 +83,10 @@ def figure3(models: dict, test_set, indices, epsilon: float = 0.3, layers=None, 
 
 def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int = 99, eps_max: float = 0.5,
                    eps_step: float = 0.02, **figure_kwargs):
-    """ipywidgets for :func:`figure3`: the image index, epsilon (``eps_step`` to ``eps_max``) and the layers;
-    moving a control recomputes the attack and redraws. ``figure_kwargs`` go to :func:`figure3` (e.g. the
-    attack's ``steps`` and ``alpha`` and the ``class_names`` for faces)."""
+    """ipywidgets for :func:`figure3`: the image index, epsilon (``eps_step`` to ``eps_max``) and the layers
+    (all visible); releasing a control recomputes the attack and redraws (not every step of a drag).
+    ``figure_kwargs`` go to :func:`figure3` (e.g. the attack's ``steps`` and ``alpha`` and ``class_names``).
+    In a headless run the initial state is also drawn as a static figure (see :func:`_static`)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
@@ -95,10 +96,24 @@ def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int 
         fig, _ = figure3(models, test_set, [index], epsilon, list(layers), **figure_kwargs)
         plt.show()
 
-    return w.interactive(view, index=w.IntSlider(0, 0, max_index, description="image"),
-                         epsilon=w.FloatSlider(value=epsilon, min=eps_step, max=eps_max, step=eps_step,
-                                               description="epsilon", readout_format=".4f"),
-                         layers=w.SelectMultiple(options=layers, value=tuple(layers), description="layers"))
+    controls = dict(index=w.IntSlider(0, 0, max_index, description="image", continuous_update=False),
+                    epsilon=w.FloatSlider(value=epsilon, min=eps_step, max=eps_max, step=eps_step,
+                                          description="epsilon", readout_format=".4f", continuous_update=False),
+                    layers=w.SelectMultiple(options=layers, value=tuple(layers), rows=len(layers),
+                                            description="layers"))
+    return _static(view, controls, w.interactive(view, **controls))
+
+
+def _static(view, controls: dict, widget):
+    """In a headless run (``make reproduce``; :func:`interpretgan.progress.headless`), draw ``view`` once at the
+    controls' initial values as a plain figure, so the saved notebook shows a picture of the widget's first
+    state to readers without a kernel; returns ``widget`` (shown live in JupyterLab)."""
+    from .progress import headless
+
+    if headless():
+        print("(a static picture of the controls' initial state; run the notebook for the live controls)")
+        view(**{name: c.value for name, c in controls.items()})
+    return widget
 
 
 def accuracy_vs_epsilon(model: nn.Module, explainers: dict, test_set, epsilons, seed: int = 0,
@@ -136,20 +151,51 @@ def epsilon_figure(curves: dict, title: str = ""):
     return fig
 
 
-def epsilon_widget(models: dict, test_set, epsilon: float = 0.3):
+def epsilon_widget(models: dict, test_set, epsilon: float = 0.3, eps_max: float = 0.5, eps_step: float = 0.05,
+                   precomputed: dict | None = None, progress: bool = True):
     """An epsilon slider: Acc_i per layer (bars) at the chosen epsilon, for each model (name -> (classifier,
-    {layer: explainer})), on ``test_set``."""
+    {layer: explainer})), on ``test_set``. Every epsilon of the slider's grid (0 to ``eps_max`` by ``eps_step``)
+    is computed when the widget is made (tables of :func:`accuracy_vs_epsilon` in ``precomputed``, name ->
+    table, are reused), so a step only redraws; it recomputes on release, not on every step of a drag. The
+    widget's ``precompute_seconds`` says what making it cost; :func:`interpretgan.bench.widget_step` times a step."""
+    import time
+
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
+    from .progress import tqdm
+
+    seen: dict[tuple[str, float], pd.Series] = {}
+    for name, table in (precomputed or {}).items():
+        for eps, row in table.iterrows():
+            seen[(name, round(float(eps), 6))] = row
+
+    def acc(name: str, eps: float) -> pd.Series:
+        key = (name, round(float(eps), 6))
+        if key not in seen:
+            model, explainers = models[name]
+            seen[key] = accuracy_vs_epsilon(model, explainers, test_set, [eps]).iloc[0]
+        return seen[key]
+
+    grid = [round(float(e), 6) for e in np.arange(0.0, eps_max + eps_step / 2, eps_step)]
+    t0 = time.perf_counter()
+    todo = [(name, eps) for eps in grid for name in models if (name, eps) not in seen]
+    for name, eps in tqdm(todo, desc="epsilon grid", disable=not progress or not todo):
+        acc(name, eps)
+    precompute_seconds = time.perf_counter() - t0
+
     def view(epsilon):
         fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.0), squeeze=False)
-        for ax, (name, (model, explainers)) in zip(axes[0], models.items()):
-            t = accuracy_vs_epsilon(model, explainers, test_set, [epsilon]).iloc[0]
+        for ax, name in zip(axes[0], models):
+            t = acc(name, epsilon)
             ax.bar(t.index, t.values * 100, color=["k"] + ["tab:blue"] * (len(t) - 1))
-            ax.set(ylim=(0, 102), ylabel="%", title=f"{name}: Acc_i at eps {epsilon:.2f}")
+            ax.set(ylim=(0, 102), ylabel="%", title=f"{name}: Acc_i at eps {epsilon:.2f} ({len(test_set)} images)")
             ax.tick_params(axis="x", labelsize=7)
         fig.tight_layout()
         plt.show()
 
-    return w.interactive(view, epsilon=w.FloatSlider(value=epsilon, min=0.0, max=0.5, step=0.05, description="epsilon"))
+    controls = dict(epsilon=w.FloatSlider(value=epsilon, min=0.0, max=eps_max, step=eps_step, description="epsilon",
+                                          continuous_update=False))
+    widget = _static(view, controls, w.interactive(view, **controls))
+    widget.precompute_seconds = precompute_seconds
+    return widget

@@ -15,9 +15,15 @@ from tqdm.std import tqdm as _text
 TEXT_ENV = "INTERPRETGAN_TEXT_PROGRESS"
 
 
+def headless() -> bool:
+    """Whether this is a headless run (``$INTERPRETGAN_TEXT_PROGRESS`` is 1: ``make reproduce``), whose stored
+    outputs are read without a kernel: text bars, and a static picture beside every widget."""
+    return os.environ.get(TEXT_ENV, "").strip() in ("1", "true", "yes")
+
+
 def tqdm(*args, **kwargs):
     """A ``tqdm`` bar: text when ``$INTERPRETGAN_TEXT_PROGRESS`` is 1, else ``tqdm.auto``'s choice."""
-    if os.environ.get(TEXT_ENV, "").strip() in ("1", "true", "yes"):
+    if headless():
         kwargs.setdefault("delay", 0.5)  # no "0/N" first frame: the first line printed already shows progress
         return _text(*args, **kwargs)
     return _auto(*args, **kwargs)
