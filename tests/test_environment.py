@@ -46,3 +46,30 @@ def test_notebooks_use_the_named_kernel():
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (REPO_ROOT / "README.md").read_text()
     assert "make test" in (REPO_ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_parameter_table_matches_every_notebook():
+    """The README's parameters table is true: each notebook's parameters cell defines exactly the marked names."""
+    import re
+
+    import nbformat
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- parameters:begin -->")[1].split("<!-- parameters:end -->")[0]
+    rows = [r.split("|")[1:-1] for r in block.strip().splitlines()[2:]]
+    header = [h.strip() for h in block.strip().splitlines()[0].split("|")[1:-1]]
+    columns = header[1:-1]
+    for k, number in enumerate(columns):
+        path = next((REPO_ROOT / "notebooks").glob(f"{number}_*.ipynb"))
+        cell = next(c for c in nbformat.read(str(path), as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+        defined = set(re.findall(r"^([a-z_]+) = ", cell.source, flags=re.M))
+        marked = {r[0].strip().strip("`") for r in rows if r[1 + k].strip() == "x"}
+        assert defined == marked, (path.name, defined ^ marked)
+
+
+def test_readme_shipped_weights_block_is_generated_from_the_manifest():
+    from interpretgan import cache
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split("<!-- shipped:begin -->\n")[1].split("\n<!-- shipped:end -->")[0]
+    assert block == cache.shipped_summary(), "run: python -m interpretgan.cache"

@@ -204,3 +204,36 @@ def test_committed_notebooks_carry_no_injected_parameters_cell():
         tags = [t for c in nb.cells for t in c.metadata.get("tags", [])]
         assert "injected-parameters" not in tags, path.name
         assert tags.count("parameters") == 1, path.name
+
+
+def _outputs_text(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            parts.append(o.get("text", ""))
+        elif o.get("output_type") in ("execute_result", "display_data"):
+            parts.append(str(o.get("data", {}).get("text/plain", "")))
+            parts.append(str(o.get("data", {}).get("text/html", "")))
+        elif o.get("output_type") == "error":
+            parts.append(f"ERROR {o.get('ename')}: {o.get('evalue')}")
+    return "\n".join(parts)
+
+
+def test_committed_notebooks_read_well_without_a_kernel():
+    """What a reader sees on GitHub or nbviewer: no progress bar stuck at its first frame (0/N), no absolute
+    path of the machine that ran them, no error and no warning, and every interactive cell shows a picture."""
+    import re
+
+    for path in sorted(NB.glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            text = _outputs_text(cell)
+            where = f"{path.name}, code cell {k}"
+            assert not re.search(r"(?<![\d/])0/\d+ \[", text), f"{where}: a progress bar at 0/N"
+            assert not re.search(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\)", text), f"{where}: an absolute path"
+            assert "ERROR " not in text and not re.search(r"\w+Warning\b", text), f"{where}: an error or a warning"
+            assert not any(o.get("output_type") == "stream" and o.get("name") == "stderr" and "Warning" in o["text"]
+                           for o in cell.get("outputs", [])), where
+            if "_widget(" in cell.source:
+                assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), \
+                    f"{where}: an interactive cell without a static picture"

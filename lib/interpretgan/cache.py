@@ -179,3 +179,48 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
                                "bytes": f.stat().st_size, **(extra or {})}
     write_json(weights_dir / MANIFEST, manifest)
     return f
+
+
+def shipped_summary(weights_dir: Path | None = None) -> str:
+    """What ``weights/`` ships, from its manifest, as a Markdown table (the README's block between
+    ``<!-- shipped:begin -->`` and ``<!-- shipped:end -->`` is this text; ``python -m interpretgan.cache``
+    rewrites it): one row per model or group of generators, with file counts and sizes."""
+    import re
+
+    files = read_manifest(weights_dir)["files"]
+    groups: dict[str, list] = {}
+    for name, info in sorted(files.items()):
+        m = re.match(r"(.+)-interpretgan-([a-z0-9]+)((?:-x\d+)?(?:-inverter)?)\.safetensors$", name)
+        if m:
+            base, layer, suffix = m.groups()
+            what = {"": "InterpretGAN generators", "-inverter": "pixel-loss inverters"}.get(
+                suffix, f"InterpretGAN generators at {suffix[2:]}x the images (scaling curve)")
+            key = f"{base}: {what}"
+        else:
+            layer, key = None, name.removesuffix(".safetensors")
+        groups.setdefault(key, []).append((layer, info))
+    total = sum(info["bytes"] for info in files.values())
+    lines = [f"{len(files)} files, {total / 2**20:.1f} MiB in all (limit 160 MiB).", "",
+             "| weights | layers | files | MiB |", "| --- | --- | --- | --- |"]
+    for key, items in groups.items():
+        layers = ", ".join(layer for layer, _ in items if layer) or "-"
+        size = sum(info["bytes"] for _, info in items) / 2**20
+        lines.append(f"| {key} | {layers} | {len(items)} | {size:.1f} |")
+    return "\n".join(lines)
+
+
+def write_readme_summary(readme: Path | None = None) -> bool:
+    """Rewrite the README's shipped-weights block from the manifest; returns whether it changed."""
+    readme = readme or paths.REPO_ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = "<!-- shipped:begin -->", "<!-- shipped:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{begin}\n{shipped_summary()}\n{end}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
+if __name__ == "__main__":
+    print("README updated" if write_readme_summary() else "README already up to date")
