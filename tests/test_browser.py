@@ -75,17 +75,25 @@ def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.n
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1600, "height": 1200})
         page.set_default_timeout(120_000)
-        page.goto(f"{url}/lab/tree/{notebook}?token={TOKEN}")
+        page.goto(f"{url}/lab/tree/{notebook}?reset&token={TOKEN}")  # reset: only this notebook open
         page.locator(".jp-Notebook").first.wait_for()
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_text("Run All Cells", exact=True).click()
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=120_000)
+        for attempt in range(5):  # the menu can be clicked before the kernel's session is connected: retry
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            try:
+                page.locator(".jp-InputPrompt", has_text="[*]").first.wait_for(timeout=20_000)
+                break
+            except playwright.TimeoutError:
+                page.keyboard.press("Escape")
+        else:
+            pytest.fail(f"{notebook}: Run All Cells did not start the kernel")
         # the last interactive widget: its slider labelled epsilon and the figure in its output
         widget = page.locator(".widget-interact").last
         widget.wait_for(timeout=RUN_TIMEOUT * 1000)
         figure = widget.locator(".widget-output img").first
         figure.wait_for(timeout=RUN_TIMEOUT * 1000)
-        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=RUN_TIMEOUT * 1000)
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=RUN_TIMEOUT * 1000)
         figure.scroll_into_view_if_needed()
         before_src = figure.get_attribute("src")
         before = _pixels(figure.screenshot())

@@ -41,6 +41,7 @@ from torch import nn
 from . import cache, gan, quality, zoo
 from .attacks import AttackResult, run_attack
 from .data import load, mnist32
+from .profiles import get_profile
 from .models import as_found, eval_mode
 
 
@@ -501,21 +502,23 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
     return {k: v for k, v in out.items() if v}
 
 
-#: Generator training budgets of the scaling curve: multiples of the default profile's images per scale.
+#: Generator training budgets of the scaling curve at the default profile: multiples of its images per scale
+#: (each profile's are ``Profile.scaling_factors``; the smoke profile's are (1, 2)).
 SCALING_FACTORS = (1, 4, 16)
 
 
 def scaling_fits_shipped(profile: str = "default", training: str = "natural",
-                         layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] = SCALING_FACTORS,
+                         layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
                          exact: bool | None = None) -> bool:
     """Whether every generator of the scaling curve ships in ``weights/`` (so :func:`scaling_curve` fits nothing)."""
+    factors = factors or get_profile(profile).scaling_factors
     return all(cache.shipped(cache.settings_key(zoo.explainer_settings(profile, "max", training, layer, exact=exact,
                                                                        schedule_factor=k))) is not None
                for layer in layers for k in factors)
 
 
 def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
-                  factors: tuple[int, ...] = SCALING_FACTORS, attack: str = "pgd40", epsilon: float = 0.3,
+                  factors: tuple[int, ...] | None = None, attack: str = "pgd40", epsilon: float = 0.3,
                   n_images: int | None = None, data_root: str | None = None, progress: bool = True,
                   exact: bool | None = None) -> pd.DataFrame:
     """Where the paper's numbers come from: for ``layers`` of the max-pool ``training`` model, one generator per
@@ -523,6 +526,7 @@ def scaling_curve(profile: str = "default", training: str = "natural", layers: t
     fitted), and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
     and ``Acc_i (panel)`` on D*, ``clean (f)`` and ``clean (panel)`` (explanations of the natural digits
     labelled right), ``class-mean share`` of the clean explanations, and the paper's Acc_i (fractions)."""
+    factors = factors or get_profile(profile).scaling_factors
     model, info = zoo.classifier(profile, pooling="max", training=training, data_root=data_root, progress=progress,
                                  exact=exact)
     d_star = zoo.adversarial_set(model, info, attack, epsilon=epsilon, n_images=n_images, data_root=data_root,

@@ -168,7 +168,7 @@ _PARSERS = {
     "seed": lambda v: parse_int(v, "seed", 0, MAX_SEED),
     "retrain": lambda v: parse_bool(v, "retrain"),
     "baselines": lambda v: parse_bool(v, "baselines"),
-    "cifar": lambda v: parse_bool(v, "cifar"),
+    "cifar": lambda v: None if v is None or str(v).strip().lower() in ("none", "") else parse_bool(v, "cifar"),
     "exact": parse_exact,
     "data_root": lambda v: None if v in (None, "", "None") else str(v),
     "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),

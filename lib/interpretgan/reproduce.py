@@ -2,7 +2,8 @@
 
 Who should use it: ``make reproduce`` (``python -m interpretgan.reproduce``). Executed copies go to
 ``<artifacts>/notebooks/`` (``--inplace`` writes the outputs back into ``notebooks/``, which is how
-the committed notebooks are made); times go to ``<artifacts>/reproduce_times.json``.
+the committed notebooks are made; ``--executed`` writes ``notebooks/executed/<name>.<profile>.ipynb``, how a
+run of another profile is committed beside them); times go to ``<artifacts>/reproduce_times.json``.
 """
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="default", choices=tuple(PROFILES))
     ap.add_argument("--inplace", action="store_true", help="write outputs back into notebooks/")
+    ap.add_argument("--executed", action="store_true",
+                    help="write notebooks/executed/<name>.<profile>.ipynb (a committed run of another profile, kept "
+                         "out of nbval's collection)")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_train) to run; default: all that exist")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="extra parameter passed to every notebook")
@@ -44,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     params = dict(args.parameter)
     for name in names:
         src = nb_dir / f"{name}.ipynb"
-        dst = src if args.inplace else out_dir / f"{name}.ipynb"
+        if args.executed:
+            dst = nb_dir / "executed" / f"{name}.{args.profile}.ipynb"
+            dst.parent.mkdir(exist_ok=True)
+        else:
+            dst = src if args.inplace else out_dir / f"{name}.ipynb"
         print(f"== {name} ({args.profile}) -> {dst}", flush=True)
         t0 = time.perf_counter()
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(nb_dir),

@@ -100,10 +100,12 @@ def test_set(profile: str, settings: dict[str, Any], data_root: str | None = Non
     return load(dataset, "test", data_root, size=image_size_of(settings)).subset(n)
 
 
-def shipped_name(settings: dict[str, Any]) -> str:
-    """File name of these settings' weights in ``weights/``."""
+def shipped_name(settings: dict[str, Any], profile: str = "default") -> str:
+    """File name of these settings' weights in ``weights/`` (other profiles than the default add ``-<profile>``)."""
     dataset = dataset_of(settings)
-    return f"{dataset}-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}.safetensors"
+    tail = "" if profile == "default" else f"-{profile}"
+    return (f"{dataset}-{settings['arch']}-{settings['pooling']}-{settings['training']}-seed{settings['seed']}{tail}"
+            ".safetensors")
 
 
 def _build(settings: dict[str, Any]) -> nn.Module:
@@ -233,7 +235,7 @@ def ship_classifier(profile: str = "default", pooling: str = "max", training: st
     """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool; ``dtype``
     e.g. torch.float16 halves the file); returns its name."""
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
-    return _ship("classifiers", settings, "model.safetensors", shipped_name(settings), "classifier", dtype,
+    return _ship("classifiers", settings, "model.safetensors", shipped_name(settings, profile), "classifier", dtype,
                  with_accuracy=True)
 
 
