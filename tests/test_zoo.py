@@ -83,12 +83,7 @@ def test_shipped_atta_max_model_keeps_85_percent_under_pgd40(test_set):
     assert r.robust_accuracy >= 0.85 and r.clean_accuracy >= 0.95
 
 
-AVG_REFIT = pytest.mark.xfail(strict=True, reason="the average-pool generators are not yet refitted with the default "
-                               "profile's two critic updates per step (next session); until then 05 -p pooling avg "
-                               "fits them on first use")
-
-
-@pytest.mark.parametrize("pooling", ["max", pytest.param("avg", marks=AVG_REFIT)])
+@pytest.mark.parametrize("pooling", ["max", "avg"])
 @pytest.mark.parametrize("training", ["natural", "atta"])
 def test_default_generators_ship_under_their_current_keys(pooling, training):
     """Every layer's default InterpretGAN generator ships for both trainings and poolings, under the key of the

@@ -42,7 +42,7 @@ from .cache import write_json
 from .data import mnist32
 from .models import SmallCNN, freeze
 from .profiles import get_profile
-from .training import natural_step
+from .training import TRAININGS, natural_step
 
 PGD_BATCH, TRAIN_BATCH = 256, 128
 GAN_LAYER = "conv1"  # the layer with the largest compression network (Table 4)
@@ -201,7 +201,7 @@ def widget_step(device: torch.device, epsilon: float = 0.25) -> dict[str, float]
     matplotlib.use("Agg")
     test = mnist32("test").subset(get_profile("default").n_attack).take(slice(0, WIDGET_IMAGES))
     models, seconds = {}, {}
-    for t in ("natural", "atta"):
+    for t in TRAININGS:
         model, info = zoo.classifier("default", training=t, device=device, progress=False)
         models[t] = (model, {l: zoo.explainer("default", training=t, layer=l, classifier_model=(model, info),
                                               progress=False)[0] for l in LAYERS})
