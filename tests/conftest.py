@@ -27,3 +27,20 @@ def weak_model(train_set, test_set):
     for q in model.parameters():
         q.requires_grad_(False)
     return model
+
+
+class IdentityExplainer(torch.nn.Module):
+    """An 'explainer' that returns its input: explanations equal the images (what a perfect one would score)."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # gives it a device, as real explainers have
+
+    def forward(self, x, exact=None):
+        return x
+
+
+@pytest.fixture
+def identity_explainer():
+    """The class :class:`IdentityExplainer` (call it for an explainer)."""
+    return IdentityExplainer

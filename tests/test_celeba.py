@@ -237,23 +237,12 @@ def test_make_optimizer_names_the_choices():
         make_optimizer("lbfgs", w, 0.001)
 
 
-class _Identity(torch.nn.Module):
-    """An 'explainer' that returns its input: explanations equal the images."""
-
-    def __init__(self):
-        super().__init__()
-        self.unused = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, exact=None):
-        return x
-
-
 def _face_model():
     torch.manual_seed(0)
     return FaceVGG16(image_size=32, width=0.125, hidden=16).eval()
 
 
-def test_agreement_of_perfect_explanations():
+def test_agreement_of_perfect_explanations(identity_explainer):
     """Explanations equal to the faces: f and the judge agree everywhere and the Fréchet distance is 0."""
     from interpretgan import quality
     from interpretgan.models import JudgeResNet
@@ -262,14 +251,15 @@ def test_agreement_of_perfect_explanations():
     x = torch.rand(40, 3, 32, 32)
     faces = data.ImageSet((x * 255).round().to(torch.uint8), torch.randint(0, 2, (40,)), torch.arange(40))
     judge = JudgeResNet(num_classes=2, in_channels=3).eval()
-    table = quality.agreement(_face_model(), {"resnet": judge}, {"block1": _Identity(), "fc3": _Identity()}, faces)
+    explainers = {"block1": identity_explainer(), "fc3": identity_explainer()}
+    table = quality.agreement(_face_model(), {"resnet": judge}, explainers, faces)
     assert list(table.index) == ["block1", "fc3"]
     assert (table["f agrees"] == 1).all() and (table["f agrees (balanced)"] == 1).all()
     assert (table["resnet agrees"] == table["resnet on faces"]).all()
     assert table["Fréchet resnet"].abs().max() < 1e-6
 
 
-def test_adversarial_label_share_counts_only_images_the_attack_flipped():
+def test_adversarial_label_share_counts_only_images_the_attack_flipped(identity_explainer):
     from interpretgan import diagnosis
     from interpretgan.attacks import AttackResult, predict
 
@@ -281,7 +271,8 @@ def test_adversarial_label_share_counts_only_images_the_attack_flipped():
     pred_clean = labels.clone()
     pred_clean[:10] = 1 - labels[:10]  # ... but the first 10 were already wrong: not fooled by it
     d_star = AttackResult("pgd20", labels, pred_clean, pred_adv, x_adv)
-    d = diagnosis.Diagnosis(table=None, explainers={"block1": _Identity(), "fc2": _Identity()}, clean=0.0, robust=0.0,
+    explainers = {"block1": identity_explainer(), "fc2": identity_explainer()}
+    d = diagnosis.Diagnosis(table=None, explainers=explainers, clean=0.0, robust=0.0,
                             correct={}, model=model, d_star=d_star, test=None)
     share = diagnosis.adversarial_label_share(d)
     assert share.attrs["n_fooled"] == 20

@@ -68,17 +68,6 @@ def test_same_label_distance_by_hand():
     assert quality.same_label_distance(x[:, None, :], labels) == pytest.approx(2.5)  # any image shape
 
 
-class _Identity(torch.nn.Module):
-    """An 'explainer' that returns its input: explanations are the digits themselves."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, x, exact=None):
-        return x
-
-
 class _FeatureReader(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -91,10 +80,10 @@ class _FeatureReader(torch.nn.Module):
         return self.model(x)
 
 
-def test_evaluate_an_identity_explainer_matches_the_real_digits(weak_model, test_set):
+def test_evaluate_an_identity_explainer_matches_the_real_digits(weak_model, test_set, identity_explainer):
     data = test_set.subset(400, seed=5)
     judge = _FeatureReader(weak_model)
-    table = quality.evaluate(weak_model, {"a": judge, "b": judge}, {"conv1": _Identity()}, data, exact=True)
+    table = quality.evaluate(weak_model, {"a": judge, "b": judge}, {"conv1": identity_explainer()}, data, exact=True)
     ref = quality.reference({"a": judge, "b": judge}, data, exact=True)
     row = table.loc["conv1"]
     assert row["f"] == pytest.approx(ref["a"]) and row["panel mean"] == row["panel min"] == pytest.approx(ref["a"])

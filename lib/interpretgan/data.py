@@ -77,7 +77,7 @@ def _online(host: str, timeout: float = 3.0) -> bool:
 def _download(root: Path, folder: str, host: str, fetch) -> None:
     """Run ``fetch()`` (a torchvision download into ``root``) when ``host`` is reachable; on any failure remove
     the folders it created under ``root`` (a user's data root is left as it was found) and re-raise."""
-    created = [d for d in (root / folder, root / folder / "raw") if not d.exists()]
+    new_folder = not (root / folder).exists()
     if not _online(host):
         raise ConnectionError(f"{host} is not reachable (offline)")
     try:
@@ -85,8 +85,8 @@ def _download(root: Path, folder: str, host: str, fetch) -> None:
     except Exception:
         import shutil
 
-        for d in created[:1]:
-            shutil.rmtree(d, ignore_errors=True)
+        if new_folder:
+            shutil.rmtree(root / folder, ignore_errors=True)
         raise
 
 
@@ -392,8 +392,9 @@ def _celeba_dir(root: Path) -> Path:
     """``<root>/celeba`` (the full data set, torchvision's layout) when it holds the aligned images, else
     ``<root>/celeba-subset``; each must hold ``img_align_celeba/``, ``list_attr_celeba.txt`` and
     ``list_eval_partition.txt``, else a DataError naming what is missing."""
+    _existing_root(root)
     for name in (CELEBA_FULL_DIR, CELEBA_SUBSET_DIR):
-        folder = _existing_root(root) / name
+        folder = root / name
         if (folder / "img_align_celeba").is_dir():
             missing = [f for f in ("list_attr_celeba.txt", "list_eval_partition.txt") if not (folder / f).is_file()]
             if missing:
@@ -487,14 +488,31 @@ def celeba_source(data_root: str | os.PathLike | None = None) -> str:
     return _celeba_dir(paths.data_root(data_root)).name
 
 
-def celeba_split_size(split: str, data_root: str | os.PathLike | None = None) -> int:
-    """How many faces ``split`` of :func:`celeba` holds, from the annotation files alone (nothing decoded)."""
+def _celeba_split(folder: Path, split: str) -> tuple[list[str], tuple[str, ...], np.ndarray]:
+    """The file names, attribute names and attribute rows of ``split``'s faces, from the annotation files of
+    ``folder`` (every listed face must have a partition)."""
+    attr_file, part_file = folder / "list_attr_celeba.txt", folder / "list_eval_partition.txt"
+    files, names, values = read_celeba_attributes(attr_file)
+    partitions = read_celeba_partitions(part_file)
+    unknown = [f for f in files if f not in partitions]
+    if unknown:
+        raise DataError(f"{part_file} has no partition for {len(unknown)} images of {attr_file} "
+                        f"(first: {unknown[0]})")
+    keep = [k for k, f in enumerate(files) if partitions[f] == CELEBA_SPLITS[split]]
+    if not keep:
+        raise DataError(f"{attr_file} lists no image of the {split!r} partition")
+    return [files[k] for k in keep], names, values[keep]
+
+
+def _check_split(split: str) -> None:
     if split not in CELEBA_SPLITS:
         raise ValueError(f"split must be one of {list(CELEBA_SPLITS)}, got {split!r}")
-    folder = _celeba_dir(paths.data_root(data_root))
-    files, _, _ = read_celeba_attributes(folder / "list_attr_celeba.txt")
-    partitions = read_celeba_partitions(folder / "list_eval_partition.txt")
-    return sum(partitions.get(f) == CELEBA_SPLITS[split] for f in files)
+
+
+def celeba_split_size(split: str, data_root: str | os.PathLike | None = None) -> int:
+    """How many faces ``split`` of :func:`celeba` holds, from the annotation files alone (nothing decoded)."""
+    _check_split(split)
+    return len(_celeba_split(_celeba_dir(paths.data_root(data_root)), split)[0])
 
 
 def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 64) -> ImageSet:
@@ -508,8 +526,7 @@ def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 6
     keyed by the folder, the annotation files' sizes and times, and ``size``. ``indices`` are positions
     in the split (file order).
     """
-    if split not in CELEBA_SPLITS:
-        raise ValueError(f"split must be one of {list(CELEBA_SPLITS)}, got {split!r}")
+    _check_split(split)
     if size not in CELEBA_SIZES:
         raise ValueError(f"size must be one of {list(CELEBA_SIZES)}, got {size!r}")
     folder = _celeba_dir(paths.data_root(data_root))
@@ -522,17 +539,9 @@ def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 6
         t = load_file(str(cached))
         names = tuple(t["attribute_names"].numpy().tobytes().decode().split(","))
         return ImageSet(t["images"], t["labels"], torch.arange(len(t["labels"])), name, t["attributes"].bool(), names)
-    files, names, values = read_celeba_attributes(attr_file)
-    partitions = read_celeba_partitions(part_file)
-    unknown = [f for f in files if f not in partitions]
-    if unknown:
-        raise DataError(f"{part_file} has no partition for {len(unknown)} images of {attr_file} "
-                        f"(first: {unknown[0]})")
-    keep = [k for k, f in enumerate(files) if partitions[f] == CELEBA_SPLITS[split]]
-    if not keep:
-        raise DataError(f"{attr_file} lists no image of the {split!r} partition")
-    x = _decode_faces(folder, [files[k] for k in keep], size, desc=name)
-    attrs = torch.from_numpy(values[keep])
+    files, names, values = _celeba_split(folder, split)
+    x = _decode_faces(folder, files, size, desc=name)
+    attrs = torch.from_numpy(values)
     y = attrs[:, names.index(CELEBA_LABEL)].long()
     cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(cached) as tmp:

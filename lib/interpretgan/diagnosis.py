@@ -399,19 +399,14 @@ def adversarial_label_share(d: Diagnosis, confidence: float = 0.95, n_resamples:
     on x*), with bootstrap intervals: columns ``share``, ``share_low``, ``share_high`` (fractions);
     ``attrs["n_fooled"]``."""
     fooled = (d.d_star.pred_clean == d.d_star.labels) & (d.d_star.pred_adv != d.d_star.labels)
-    nan = float("nan")
-    if not bool(fooled.any()):  # nothing fooled: nothing to measure
-        rows = {layer: {"share": nan, "share_low": nan, "share_high": nan} for layer in d.explainers}
-        out = pd.DataFrame(rows).T
-        out.attrs["n_fooled"] = 0
-        return out
-    reads = quality.read({"f": d.model}, quality.explain(d.explainers, d.d_star.x_adv[fooled]))["f"]
-    adv = d.d_star.pred_adv[fooled]
-    rows = {}
+    nothing = {layer: torch.empty(0, dtype=torch.long) for layer in d.explainers}  # none fooled: NaN rows
+    reads = (quality.read({"f": d.model}, quality.explain(d.explainers, d.d_star.x_adv[fooled]))["f"]
+             if bool(fooled.any()) else nothing)
+    adv, rows, nan = d.d_star.pred_adv[fooled], {}, float("nan")
     for layer, pred in reads.items():
         hit = (pred == adv).double().numpy()
-        low, high = _ci(hit, confidence, n_resamples, seed)
-        rows[layer] = {"share": float(hit.mean()), "share_low": low, "share_high": high}
+        low, high = _ci(hit, confidence, n_resamples, seed) if len(hit) else (nan, nan)
+        rows[layer] = {"share": float(hit.mean()) if len(hit) else nan, "share_low": low, "share_high": high}
     out = pd.DataFrame(rows).T
     out.attrs["n_fooled"] = int(fooled.sum())
     return out

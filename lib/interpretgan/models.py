@@ -171,6 +171,25 @@ def _init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+#: VGG16's 13 convolutions in five blocks (channels at width 1).
+VGG16_CONFIG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def _add_vgg_blocks(model: nn.Module, pooling: str, width: float) -> int:
+    """Give ``model`` VGG16's five blocks ``block1`` .. ``block5`` (conv3x3 + BN + ReLU per convolution of
+    :data:`VGG16_CONFIG`, channels x ``width``, each block closed by a 2x2/stride-2 pooling of the chosen kind)
+    for 3-channel input; returns the last block's channel count."""
+    c_in = 3
+    for k, block in enumerate(VGG16_CONFIG, start=1):
+        mods: list[nn.Module] = []
+        for c in block:
+            c_out = max(1, int(round(c * width)))
+            mods += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+            c_in = c_out
+        setattr(model, f"block{k}", nn.Sequential(*mods, _pool(pooling)))
+    return c_in
+
+
 class VGG16(NamedLayers):
     """CIFAR-10 VGG16 with batch norm: 13 x (conv3x3 + BN + ReLU) in five blocks, a 2x2/stride-2
     pooling closing each block, then one linear layer.
@@ -197,21 +216,13 @@ class VGG16(NamedLayers):
     """
 
     layer_names = VGG16_LAYERS
-    CONFIG = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 
     def __init__(self, pooling: str = "max", num_classes: int = 10, width: float = 1.0):
         super().__init__()
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         self.pooling, self.width = pooling, width
-        c_in = 3
-        for k, block in enumerate(self.CONFIG, start=1):
-            mods: list[nn.Module] = []
-            for c in block:
-                c_out = max(1, int(round(c * width)))
-                mods += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-                c_in = c_out
-            setattr(self, f"block{k}", nn.Sequential(*mods, _pool(pooling)))
+        c_in = _add_vgg_blocks(self, pooling, width)
         self.fc = nn.Sequential(nn.Flatten(), nn.Linear(c_in, num_classes))
         _init_weights(self)
 
@@ -253,14 +264,7 @@ class FaceVGG16(NamedLayers):
         if width <= 0:
             raise ValueError(f"width must be positive, got {width}")
         self.pooling, self.width, self.image_size = pooling, width, image_size
-        c_in = 3
-        for k, block in enumerate(VGG16.CONFIG, start=1):
-            mods: list[nn.Module] = []
-            for c in block:
-                c_out = max(1, int(round(c * width)))
-                mods += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-                c_in = c_out
-            setattr(self, f"block{k}", nn.Sequential(*mods, _pool(pooling)))
+        c_in = _add_vgg_blocks(self, pooling, width)
         side = image_size // 32
         self.fc1 = nn.Sequential(nn.Flatten(), nn.Linear(c_in * side * side, hidden), nn.ReLU())
         self.fc2 = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.ReLU())
