@@ -502,14 +502,24 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
 SCALING_FACTORS = (1, 4, 16)
 
 
+def shipped_scaling_factors(profile: str = "default", training: str = "natural",
+                            layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
+                            exact: bool | None = None) -> tuple[int, ...]:
+    """The budgets of the scaling curve (of ``factors``, default the profile's ``scaling_factors``) whose
+    generators ship in ``weights/`` for every layer in ``layers``: those :func:`scaling_curve` fits nothing for."""
+    factors = factors or get_profile(profile).scaling_factors
+    return tuple(k for k in factors
+                 if all(cache.shipped(cache.settings_key(zoo.explainer_settings(profile, "max", training, layer,
+                                                                                 exact=exact, schedule_factor=k)))
+                        is not None for layer in layers))
+
+
 def scaling_fits_shipped(profile: str = "default", training: str = "natural",
                          layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
                          exact: bool | None = None) -> bool:
     """Whether every generator of the scaling curve ships in ``weights/`` (so :func:`scaling_curve` fits nothing)."""
-    factors = factors or get_profile(profile).scaling_factors
-    return all(cache.shipped(cache.settings_key(zoo.explainer_settings(profile, "max", training, layer, exact=exact,
-                                                                       schedule_factor=k))) is not None
-               for layer in layers for k in factors)
+    factors = tuple(factors or get_profile(profile).scaling_factors)
+    return shipped_scaling_factors(profile, training, layers, factors, exact) == factors
 
 
 def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
