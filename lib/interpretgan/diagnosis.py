@@ -497,11 +497,6 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
     return {k: v for k, v in out.items() if v}
 
 
-#: Generator training budgets of the scaling curve at the default profile: multiples of its images per scale
-#: (each profile's are ``Profile.scaling_factors``; the smoke profile's are (1, 2)).
-SCALING_FACTORS = (1, 4, 16)
-
-
 def shipped_scaling_factors(profile: str = "default", training: str = "natural",
                             layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
                             exact: bool | None = None) -> tuple[int, ...]:
