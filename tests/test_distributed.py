@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -36,20 +37,39 @@ def _worker(rank, world, init_file, out_dir):
 
 
 def test_two_processes_match_one(tmp_path):
+    """Two DDP ranks follow the single-process trajectory up to rounding, and stay identical to each other.
+
+    Not bit for bit: DDP averages the two halves' gradients (another summation order than one batch's mean),
+    and ATTA's sign(gradient) steps amplify that rounding: a flipped sign moves a pixel of the perturbation
+    by 2 x step. Measured on two CPUs: weights up to 1.6e-4 apart, 0.1-1.5% of each tensor's total update,
+    1.6% of the buffer's pixels off. The bounds below are 3-5 times that; gradients summed instead of
+    averaged would double every step (an offset as large as the update itself), and replicas out of sync
+    fail the bit-for-bit check."""
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     ref, ref_hist = _run(tmp_path / "single.pt")
+    torch.manual_seed(11)
+    init = SmallCNN(dropout=0.0)
+    torch.nn.init.normal_(init.fc3[0].weight, std=0.05)  # the same initial weights as _run's
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    for state in ranks:  # both replicas hold the single-process weights after 10 steps
-        for name, value in ref.state_dict().items():
-            torch.testing.assert_close(state["model"][name], value, rtol=0, atol=1e-5)
-    moved = sum((a - b).abs().sum() for a, b in zip(ref.state_dict().values(), SmallCNN(dropout=0.0).state_dict().values()))
-    assert moved > 1.0  # the weights did change
-    for key in ("train_loss", "perturbation", "train_robust_accuracy", "test_accuracy"):
-        assert ranks[0]["history"][key] == __import__("pytest").approx(ref_hist[key], abs=1e-5)
+    for name, value in ref.state_dict().items():
+        # the replicas are synchronised: the same all-reduced gradient, so the same weights, bit for bit
+        assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name]), name
+        if value.dtype.is_floating_point:
+            update = (value - init.state_dict()[name]).norm()
+            assert update > 0, name  # every tensor trained
+            off = (ranks[0]["model"][name] - value).norm()
+            assert off <= 0.05 * update, f"{name}: {off:.2e} off the single-process weights, update {update:.2e}"
+    h = ranks[0]["history"]
+    for key in ("train_loss", "perturbation"):
+        assert h[key] == pytest.approx(ref_hist[key], rel=1e-3), key
+    for key in ("train_robust_accuracy", "test_accuracy"):  # 320 training and 64 test digits
+        assert h[key] == pytest.approx(ref_hist[key], abs=0.02), key
     # the checkpoint rank 0 wrote holds the whole buffer, gathered from both ranks, as one process has it
     ddp, single = (torch.load(tmp_path / f, weights_only=True) for f in ("ddp.pt", "single.pt"))
     assert ddp["buffer"].shape == single["buffer"].shape == (N_TRAIN, 1, 32, 32)
-    torch.testing.assert_close(ddp["buffer"], single["buffer"], rtol=0, atol=1e-5)
+    assert single["buffer"].abs().amax(dim=(1, 2, 3)).min() > 0  # every digit's perturbation grew
+    off = ((ddp["buffer"] - single["buffer"]).abs() > 1e-5).float().mean()
+    assert off < 0.05, f"{off:.1%} of the buffer's pixels differ"
 
 
 def test_torchrun_entry_point_trains_into_the_cache(tmp_path):
