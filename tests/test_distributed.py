@@ -72,11 +72,13 @@ def test_two_processes_match_one(tmp_path):
     assert off < 0.05, f"{off:.1%} of the buffer's pixels differ"
 
 
-def test_torchrun_entry_point_trains_into_the_cache(tmp_path):
+def test_torchrun_entry_point_trains_into_the_cache(tmp_path, monkeypatch):
     """``torchrun -m interpretgan.distributed`` at the smoke profile: rank 0 caches the model, which
-    :func:`interpretgan.zoo.classifier` then loads."""
+    :func:`interpretgan.zoo.classifier` then loads. (An artifact folder of its own: in a cache that already
+    holds the model, torchrun would load it rather than train.)"""
     from interpretgan.zoo import classifier
 
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "interpretgan.distributed", "--profile", "smoke", "--pooling", "avg", "--seed", "5"]

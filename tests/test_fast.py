@@ -41,16 +41,17 @@ def test_channels_last_keeps_values_and_outputs():
 
 
 def test_fast_attacks_match_fp32_robust_accuracy(weak_model, test_set):
-    """PGD-40 and FGSM robust accuracy on the fast path lie within 0.5 points of fp32, on 2,000 digits at
-    an epsilon where robust accuracy is between 20% and 80% (so a difference could show)."""
+    """PGD-10 and FGSM robust accuracy on the fast path lie within 0.5 points of fp32, on 2,000 digits at
+    an epsilon where robust accuracy is between 20% and 80% (so a difference could show). (PGD-10 with step
+    eps / 4 rather than PGD-40: the same comparison at a quarter of the test's time on CI.)"""
     s = test_set.subset(2000, seed=5)
     results = {}
     for exact in (True, False):
-        for name, atk in (("pgd40", PGD(0.1, 0.01, 40, exact=exact)), ("fgsm", FGSM(0.1, exact=exact))):
+        for name, atk in (("pgd10", PGD(0.1, 0.025, 10, exact=exact)), ("fgsm", FGSM(0.1, exact=exact))):
             torch.manual_seed(0)  # the same random starts for both precisions
             results[name, exact] = run_attack(weak_model, atk, s, progress=False).robust_accuracy
-    assert 0.2 <= results["pgd40", True] <= 0.8, results
-    for name in ("pgd40", "fgsm"):
+    assert 0.2 <= results["pgd10", True] <= 0.8, results
+    for name in ("pgd10", "fgsm"):
         assert abs(results[name, True] - results[name, False]) <= 0.005, results
 
 

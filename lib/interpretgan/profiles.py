@@ -124,6 +124,7 @@ class Profile:
     inverter_images: tuple[int, ...] = (60_000, 60_000, 60_000, 120_000)  # the pixel-loss baseline
     n_gan_monitor: int = 500        # test images scored at every checkpoint of a fit
     n_gan_eval: int | None = None   # test images for explanation accuracy and the Fréchet distance
+    n_epsilon_curve: int = 200      # diagnosed digits behind 05's Acc_i-against-epsilon curves and slider
     ablation_layers: tuple[str, ...] = ("conv2", "fc2")  # layers also fitted with lambda = 0
     scaling_factors: tuple[int, ...] = (1, 4, 16)  # generator budgets of 05's scaling curve (x the profile's images)
     celeba: FaceSchedule = PAPER_FACES  # the CelebA gender model, its attack and its generators (07_celeba)
@@ -169,7 +170,8 @@ PROFILES = {
                      gan=GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(256, 256, 256, 512),
                               ema=0.9, n_train=2_000, checkpoint_every=640),
                      ablation_images=(128, 128, 128, 256), inverter_images=(128, 128, 128, 256), n_gan_monitor=100,
-                     n_gan_eval=200, celeba=SMOKE_FACES, scaling_factors=(1, 2),
+                     n_gan_eval=200, n_epsilon_curve=30, celeba=SMOKE_FACES,
+                     scaling_factors=(1, 2),
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
