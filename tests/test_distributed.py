@@ -15,12 +15,18 @@ from interpretgan.training import train_atta
 N_TRAIN, BATCH = 320, 64  # 5 global steps per epoch
 
 
-def _run(checkpoint, epochs=2):
-    """Train a dropout-free SmallCNN with ATTA in exact fp32; returns the model and history."""
-    tr, te = mnist32("train").subset(N_TRAIN, seed=3), mnist32("test").subset(64)
+def _initial_model():
+    """The dropout-free SmallCNN every run starts from (seeded: the same weights each call)."""
     torch.manual_seed(11)
     model = SmallCNN(dropout=0.0)
     torch.nn.init.normal_(model.fc3[0].weight, std=0.05)  # so the first steps already have input gradients
+    return model
+
+
+def _run(checkpoint, epochs=2):
+    """Train a dropout-free SmallCNN with ATTA in exact fp32; returns the model and history."""
+    tr, te = mnist32("train").subset(N_TRAIN, seed=3), mnist32("test").subset(64)
+    model = _initial_model()
     hist = train_atta(model, tr, te, epochs=epochs, lr=0.02, eps=0.3, step_size=0.05, batch_size=BATCH, seed=4,
                       checkpoint=checkpoint, progress=False, exact=True)
     return model, hist
@@ -47,15 +53,13 @@ def test_two_processes_match_one(tmp_path):
     fail the bit-for-bit check."""
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     ref, ref_hist = _run(tmp_path / "single.pt")
-    torch.manual_seed(11)
-    init = SmallCNN(dropout=0.0)
-    torch.nn.init.normal_(init.fc3[0].weight, std=0.05)  # the same initial weights as _run's
+    init = _initial_model().state_dict()
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     for name, value in ref.state_dict().items():
         # the replicas are synchronised: the same all-reduced gradient, so the same weights, bit for bit
         assert torch.equal(ranks[0]["model"][name], ranks[1]["model"][name]), name
         if value.dtype.is_floating_point:
-            update = (value - init.state_dict()[name]).norm()
+            update = (value - init[name]).norm()
             assert update > 0, name  # every tensor trained
             off = (ranks[0]["model"][name] - value).norm()
             assert off <= 0.05 * update, f"{name}: {off:.2e} off the single-process weights, update {update:.2e}"
