@@ -303,6 +303,28 @@ def test_celeba_settings_refuse_what_the_paper_does_not_do():
     assert paper["images"][1:] == [96_000 * paper["batch_size"]] * 5
 
 
+def test_celeba_keys_record_the_whole_data_set_but_not_the_subset(tmp_path):
+    """Models trained on the whole CelebA and on the 6,000-face subset never share a cache entry; the
+    subset's keys (those of the shipped weights) are the keys of a root without CelebA."""
+    from interpretgan import cache, zoo
+
+    def keys(root):
+        return (cache.settings_key(zoo.classifier_settings("default", dataset="celeba", data_root=root)),
+                cache.settings_key(zoo.judge_settings("default", "resnet", dataset="celeba", data_root=root)),
+                cache.settings_key(zoo.explainer_settings("default", layer="block2", dataset="celeba",
+                                                          data_root=root)))
+
+    empty, subset, full = tmp_path / "empty", tmp_path / "subset", tmp_path / "full"
+    empty.mkdir()
+    _write_celeba(subset, "celeba-subset")
+    _write_celeba(full, "celeba")
+    assert keys(subset) == keys(empty)
+    assert zoo.classifier_settings("default", dataset="celeba", data_root=full)["data"] == "celeba"
+    assert all(a != b for a, b in zip(keys(full), keys(subset)))
+    # MNIST keys do not depend on what CelebA the root holds
+    assert zoo.classifier_settings("default", data_root=full) == zoo.classifier_settings("default", data_root=subset)
+
+
 def test_face_parameters():
     from interpretgan.params import ParameterError, default_epsilon, resolve
 

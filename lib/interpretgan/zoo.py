@@ -24,7 +24,7 @@ from torch import nn
 
 from . import cache, fast, gan
 from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
-from .data import DATASETS, load
+from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, celeba_source, load
 from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
 from .training import TRAININGS, rank_and_world, set_seed, train_atta, train_natural
@@ -39,15 +39,28 @@ def dataset_of(settings: dict[str, Any]) -> str:
     return settings.get("dataset", "mnist32").replace("mnist32", "mnist")
 
 
+def celeba_data_tag(data_root: str | os.PathLike | None = None) -> dict[str, str]:
+    """What a CelebA model's cache key records of its data: ``{}`` for the 6,000-face subset (so the keys of
+    the shipped CelebA weights, trained on it, stay as they are), ``{"data": "celeba"}`` when ``data_root``
+    (None: $INTERPRETGAN_DATA) holds the whole data set, so models of the two never mix. Without any CelebA
+    under the root the subset is assumed: shipped weights still load."""
+    try:
+        source = celeba_source(data_root)
+    except DataError:
+        return {}
+    return {} if source == CELEBA_SUBSET_DIR else {"data": source}
+
+
 def classifier_settings(profile: str = "default", pooling: str = "max", training: str = "natural",
                         seed: int = 0, exact: bool | None = None, dataset: str = "mnist",
-                        arch: str | None = None) -> dict[str, Any]:
+                        arch: str | None = None, data_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Every setting that changes the trained classifier (its cache key is made from these).
 
     ``dataset`` "mnist" uses the paper's SmallCNN; "cifar10" takes ``arch`` "vgg16" or "wrn", sized
     by the profile (``Profile.cifar_archs``) and trained adversarially only, as in the paper; "celeba"
     is the gender VGG16 (:class:`~interpretgan.models.FaceVGG16`) sized and trained naturally as the
-    profile's ``celeba`` schedule says.
+    profile's ``celeba`` schedule says; its key records the CelebA source under ``data_root`` (see
+    :func:`celeba_data_tag`).
     """
     p = get_profile(profile)
     if training not in TRAININGS:
@@ -65,7 +78,8 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
                 "pooling": pooling, "training": "natural", "seed": int(seed), "n_train": f.n_train, "n_train_seed": 0,
                 "epochs": f.epochs, "lr": f.lr, "lr_milestones": list(f.lr_milestones), "lr_gamma": f.lr_gamma,
                 "optimizer": f.optimizer, "momentum": 0.9, "weight_decay": f.weight_decay,
-                "batch_size": f.batch_size, "flip": f.flip, "exact": fast.resolve_exact(exact)}
+                "batch_size": f.batch_size, "flip": f.flip, "exact": fast.resolve_exact(exact),
+                **celeba_data_tag(data_root)}
     if dataset == "cifar10":
         if arch not in p.cifar_archs:
             raise ValueError(f"arch for cifar10 must be one of {list(p.cifar_archs)}, got {arch!r}")
@@ -194,7 +208,7 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     ``torchrun`` every process trains its shard and rank 0 writes the cache.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
+    settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch, data_root)
     set_seed(seed)  # the initialisation
     model = _build(settings).to(device)
     test = test_set(profile, settings, data_root)
@@ -260,7 +274,7 @@ def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: 
 def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                        seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
                        pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1,
-                       dataset: str = "mnist") -> dict[str, Any]:
+                       dataset: str = "mnist", data_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Every setting that changes a fitted explanation generator: the classifier's cache key, the layer,
     the profile's :class:`~interpretgan.gan.GANSettings` (``interpretability`` overrides lambda;
     ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule;
@@ -281,7 +295,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
         k = int(schedule_factor)
         gan_settings = dataclasses.replace(gan_settings, images=tuple(k * n for n in gan_settings.images),
                                            checkpoint_every=k * gan_settings.checkpoint_every)
-    clf = classifier_settings(profile, pooling, training, classifier_seed, exact, dataset)
+    clf = classifier_settings(profile, pooling, training, classifier_seed, exact, dataset, data_root=data_root)
     return {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
             "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
 
@@ -298,7 +312,7 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
     :func:`classifier` for these settings; ``schedule_factor`` k fits on k times the profile's images
     (see :func:`explainer_settings`); ``dataset`` "celeba" explains the CelebA gender model."""
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss,
-                                  classifier_seed, schedule_factor, dataset)
+                                  classifier_seed, schedule_factor, dataset, data_root)
     exact = settings["exact"]
     model, cinfo = classifier_model or classifier(profile, pooling=pooling, training=training, seed=classifier_seed,
                                                   data_root=data_root, retrain=retrain, device=device,
@@ -356,7 +370,7 @@ FACE_JUDGES = ("resnet",)
 
 
 def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | None = None,
-                   dataset: str = "mnist") -> dict[str, Any]:
+                   dataset: str = "mnist", data_root: str | os.PathLike | None = None) -> dict[str, Any]:
     """Settings of the judge ``name`` (one of :data:`JUDGES`): its architecture
     (:data:`~interpretgan.models.JUDGE_ARCHS`), its own seed, the profile's training images; natural training
     for 5 epochs of SGD 0.01 (MLP 0.05), x0.1 after epoch 3 (1 epoch at the smoke profile), or for ``robust``
@@ -373,7 +387,7 @@ def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | 
                 "seed": 11, "n_train": f.n_train, "n_train_seed": 0, "training": "natural", "epochs": f.epochs,
                 "lr": f.lr, "lr_milestones": list(f.lr_milestones), "lr_gamma": f.lr_gamma, "optimizer": f.optimizer,
                 "momentum": 0.9, "weight_decay": f.weight_decay, "batch_size": f.batch_size, "flip": f.flip,
-                "exact": fast.resolve_exact(exact)}
+                "exact": fast.resolve_exact(exact), **celeba_data_tag(data_root)}
     if name not in JUDGES:
         raise ValueError(f"judge must be one of {list(JUDGES)}, got {name!r}")
     common = {"kind": "judge", "version": 2, "name": name, "dataset": "mnist", "arch": _JUDGE_ARCH[name],
@@ -395,7 +409,7 @@ def judge(profile: str = "default", *, name: str = "lenet", data_root: str | Non
     ``test_accuracy`` on the profile's test images, and for the robust judge ``robust_accuracy``: PGD-40 at
     its training epsilon on the schedule's evaluation digits, from its training history)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    settings = judge_settings(profile, name, exact, dataset)
+    settings = judge_settings(profile, name, exact, dataset, data_root)
     set_seed(settings["seed"])
     kwargs = {k: v for k, v in settings.get("model", {}).items() if k in ("in_channels", "num_classes")}
     model = JUDGE_ARCHS[settings["arch"]](**kwargs).to(device)
