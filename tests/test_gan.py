@@ -129,6 +129,38 @@ def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_
     torch.testing.assert_close(rebuilt(x, exact=True), resumed(x, exact=True))
 
 
+def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights(weak_model, train_set, tmp_path,
+                                                                                   monkeypatch):
+    """A slow machine writes a checkpoint every ``checkpoint_minutes`` of wall time as well; killed right after
+    one in the middle of a scale, the fit resumes to the uninterrupted weights, with the scheduled sample
+    grids only."""
+    tr = train_set.subset(600, seed=3)
+    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True)
+    real_save, calls, die_at = gan.save_checkpoint, [], [3]
+
+    def save_then_die(obj, path):
+        real_save(obj, path)
+        calls.append(obj["shown"])
+        if len(calls) in die_at:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
+    ckpt = tmp_path / "gan.pt"
+    with pytest.raises(KeyboardInterrupt):  # 0 minutes: a timed checkpoint after every step
+        gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, progress=False, exact=True,
+                      checkpoint_minutes=0)
+    assert calls == [32, 64, 96]  # mid-scale: the first scheduled one is at 256
+    calls.clear()
+    die_at.clear()
+    resumed, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
+                                  progress=False, exact=True, checkpoint_minutes=None)
+    assert calls == [256, 512, 768, 1024, 1280]  # None: the scheduled checkpoints only
+    for a, b in zip(gan.explainer_state(ref).values(), gan.explainer_state(resumed).values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+    assert hist["loss_d"] == pytest.approx(ref_hist["loss_d"], rel=1e-4)
+    assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"images{k:08d}.png" for k in (256, 512, 768, 1024, 1280)]
+
+
 def test_the_interpretability_term_makes_explanations_classifiable(weak_model, train_set, test_set):
     """Same fit with lambda 1 and lambda 0 on the logits layer: only lambda 1 gives explanations that f
     labels like the images they explain (lambda 0 is a GAN that ignores what f needs)."""

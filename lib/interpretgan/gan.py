@@ -569,15 +569,17 @@ def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, 
 def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSettings = GANSettings(), *,
               monitor_set=None, seed: int = 0, checkpoint: str | Path | None = None,
               samples_dir: str | Path | None = None, device: str | torch.device | None = None,
-              progress: bool = True, exact: bool | None = None) -> tuple[Explainer, dict[str, Any]]:
+              progress: bool = True, exact: bool | None = None,
+              checkpoint_minutes: float | None = 15.0) -> tuple[Explainer, dict[str, Any]]:
     """Fit InterpretGAN's C and G (and the critic D) for ``layer`` of the frozen ``classifier``.
 
     Trains on ``train_set`` images (an ImageSet; the latents are computed on the fly by the frozen
     classifier), progressively over the scales of ``settings.images``: each step draws a batch, runs f
     once (latent and predicted distribution), G(C(l)) once, then :func:`critic_step` and
     :func:`generator_step`. With ``checkpoint``, writes the whole state atomically every
-    ``settings.checkpoint_every`` images and at each scale's end, and resumes from it (at most that many
-    images lost). With ``samples_dir``, saves a PNG grid of EMA explanations of ``monitor_set``'s first 32
+    ``settings.checkpoint_every`` images and at each scale's end, and also whenever ``checkpoint_minutes``
+    of wall time have passed since the last write (None: never), so a slow machine loses at most that much;
+    it resumes from it to the same weights as an uninterrupted fit. With ``samples_dir``, saves a PNG grid of EMA explanations of ``monitor_set``'s first 32
     images at every checkpoint. ``settings.pixel_loss`` fits the baseline inverter instead (MSE to x
     through the same C and G, no D, no L_I).
 
@@ -613,6 +615,14 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
     monitor = monitor_set.take(slice(0, 32)) if monitor_set is not None else train_set.take(slice(0, 32))
     explainer = Explainer(classifier, layer, nets.C_ema, nets.G_ema)
 
+    def write_checkpoint(final: bool = False) -> None:
+        nonlocal last_write
+        save_checkpoint({**{name: mod.state_dict() for name, mod in nets.modules().items()},
+                         "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(), "history": history,
+                         "shown": shown, "steps": steps, "last_gp": last_gp, "seconds": elapsed,
+                         "rng": torch.get_rng_state(), "final": final}, checkpoint)
+        last_write = time.monotonic()
+
     def save(final: bool = False) -> None:
         if monitor_set is not None:
             history["monitor_images"].append(shown)
@@ -622,10 +632,9 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             x_m, _ = monitor.tensors(device)
             save_grid(torch.cat([x_m, explainer(x_m, exact)]), Path(samples_dir) / f"images{shown:08d}.png")
         if checkpoint is not None:
-            save_checkpoint({**{name: mod.state_dict() for name, mod in nets.modules().items()},
-                             "opt_g": nets.opt_g.state_dict(), "opt_d": nets.opt_d.state_dict(), "history": history,
-                             "shown": shown, "steps": steps, "last_gp": last_gp, "seconds": elapsed,
-                             "rng": torch.get_rng_state(), "final": final}, checkpoint)
+            write_checkpoint(final)
+
+    last_write = time.monotonic()
 
     bar = tqdm(total=total, initial=shown, unit="img", desc=f"InterpretGAN {layer}", disable=not progress)
     stops = sorted(s for s in {s for _, _, s in _schedule(settings)} |
@@ -660,9 +669,13 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             bar.set_postfix(scale=f"{resolution(scale)}x{resolution(scale)}", alpha=f"{alpha:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
-        while stops and shown >= stops[0]:
-            stops.pop(0)
+        if stops and shown >= stops[0]:
+            while stops and shown >= stops[0]:
+                stops.pop(0)
             save(final=shown >= total)
+        elif (checkpoint is not None and checkpoint_minutes is not None and shown < total
+              and time.monotonic() - last_write >= 60 * checkpoint_minutes):
+            write_checkpoint()  # between the scheduled ones: weights only, no monitor or sample grid
     bar.close()
     return explainer, history
 
