@@ -161,6 +161,26 @@ def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == [f"images{k:08d}.png" for k in (256, 512, 768, 1024, 1280)]
 
 
+def test_monitor_and_sample_grids_show_the_scale_being_trained(weak_model, train_set, test_set, monkeypatch):
+    """At the end of the 4x4 scale the grid shows 4x4 explanations (constant 8x8 blocks at 32 px), not the
+    untrained higher scales; at the end, full-resolution ones, equal to the returned explainer's."""
+    grids = []
+    monkeypatch.setattr(gan, "save_grid", lambda images, path, nrow=8: grids.append(images.clone()))
+    tr = train_set.subset(600, seed=3)
+    expl, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True,
+                               monitor_set=test_set.subset(64), samples_dir="unused")
+    assert hist["monitor_images"] == [256, 512, 768, 1024, 1280] and len(grids) == 5
+    first = grids[0][32:]  # the explanations under the 32 monitor images
+    blocks = F.interpolate(first[..., ::8, ::8], scale_factor=8, mode="nearest")
+    torch.testing.assert_close(first, blocks, rtol=0, atol=0)
+    assert first.std() > 0.01  # not a blank image
+    x_m, _ = test_set.subset(64).take(slice(0, 32)).tensors()
+    last = grids[-1][32:]
+    torch.testing.assert_close(last, expl(x_m, exact=True))
+    assert (last - F.interpolate(last[..., ::8, ::8], scale_factor=8, mode="nearest")).abs().max() > 0.05
+    assert expl.growing is None
+
+
 def test_the_interpretability_term_makes_explanations_classifiable(weak_model, train_set, test_set):
     """Same fit with lambda 1 and lambda 0 on the logits layer: only lambda 1 gives explanations that f
     labels like the images they explain (lambda 0 is a GAN that ignores what f needs)."""

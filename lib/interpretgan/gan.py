@@ -341,12 +341,16 @@ class Explainer(nn.Module):
     """A fitted explanation generator for one layer: ``explainer(x)`` -> explanations in [0, 1] (full
     resolution, same shape as ``x``), computed by the EMA copies of C and G from f_pre(x).
 
-    ``explain_latent(latent)`` does the same from a latent (e.g. one computed elsewhere)."""
+    ``explain_latent(latent)`` does the same from a latent (e.g. one computed elsewhere). ``growing`` (a
+    ``(scale, alpha)``; None, the default: the last scale) draws at a scale of the progressive generator,
+    upsampled to full resolution: while a fit runs, its monitor and sample grids show the scale being
+    trained, not the higher scales' untrained layers."""
 
     def __init__(self, classifier: nn.Module, layer: str, compression: CompressionNet, generator: Generator):
         super().__init__()
         self.layer, self.compression, self.generator = layer, compression, generator
         self.image_size = resolution(generator.n_scales - 1)
+        self.growing: tuple[int, float] | None = None
         self._classifier = [classifier]  # not a submodule: its weights are not this explainer's
 
     @property
@@ -355,8 +359,9 @@ class Explainer(nn.Module):
 
     @torch.no_grad()
     def explain_latent(self, latent: torch.Tensor, exact: bool | None = None) -> torch.Tensor:
+        scale, alpha = self.growing or (None, 1.0)
         with fast.autocast(latent.device, exact):
-            out = self.generator(self.compression(latent))
+            out = self.generator(self.compression(latent), scale, alpha)
         return to_unit(out.float(), self.image_size)
 
     @torch.no_grad()
@@ -579,15 +584,16 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
     :func:`generator_step`. With ``checkpoint``, writes the whole state atomically every
     ``settings.checkpoint_every`` images and at each scale's end, and also whenever ``checkpoint_minutes``
     of wall time have passed since the last write (None: never), so a slow machine loses at most that much;
-    it resumes from it to the same weights as an uninterrupted fit. With ``samples_dir``, saves a PNG grid of EMA explanations of ``monitor_set``'s first 32
-    images at every checkpoint. ``settings.pixel_loss`` fits the baseline inverter instead (MSE to x
-    through the same C and G, no D, no L_I).
+    it resumes from it to the same weights as an uninterrupted fit. With ``samples_dir``, saves a PNG grid
+    of EMA explanations of ``monitor_set``'s first 32 images, at the scale being trained, at every scheduled
+    checkpoint. ``settings.pixel_loss`` fits the baseline inverter instead (MSE to x through the same C and
+    G, no D, no L_I).
 
     Returns the :class:`Explainer` (EMA weights) and the history: ``images`` (shown so far at each
     record), ``scale``, ``alpha``, ``loss_d``, ``loss_g`` (adversarial part), ``loss_i`` (the
     cross-entropy, i.e. -L_I + H(y)), ``gp``, ``pixel`` (inverter's MSE), ``monitor_accuracy``
-    (fraction of ``monitor_set`` whose EMA explanation f labels with the true label, at checkpoints),
-    ``seconds``.
+    (fraction of ``monitor_set`` whose EMA explanation at the scale being trained f labels with the true
+    label, at scheduled checkpoints), ``seconds``.
     """
     exact = fast.resolve_exact(exact)
     device = torch.device(device or next(classifier.parameters()).device)
@@ -624,13 +630,17 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
         last_write = time.monotonic()
 
     def save(final: bool = False) -> None:
-        if monitor_set is not None:
-            history["monitor_images"].append(shown)
-            history["monitor_accuracy"].append(explanation_accuracy(classifier, explainer, monitor_set,
-                                                                    exact=exact))
-        if samples_dir is not None:
-            x_m, _ = monitor.tensors(device)
-            save_grid(torch.cat([x_m, explainer(x_m, exact)]), Path(samples_dir) / f"images{shown:08d}.png")
+        explainer.growing = phase_at(settings, shown)  # what the next step trains (the last scale at the end)
+        try:
+            if monitor_set is not None:
+                history["monitor_images"].append(shown)
+                history["monitor_accuracy"].append(explanation_accuracy(classifier, explainer, monitor_set,
+                                                                        exact=exact))
+            if samples_dir is not None:
+                x_m, _ = monitor.tensors(device)
+                save_grid(torch.cat([x_m, explainer(x_m, exact)]), Path(samples_dir) / f"images{shown:08d}.png")
+        finally:
+            explainer.growing = None
         if checkpoint is not None:
             write_checkpoint(final)
 
