@@ -98,12 +98,27 @@ def test_hooked_latent_equals_forward_to(weak_model, test_set):
                                    weak_model.forward_to(x, layer))
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(weak_model, train_set):
+    """``fit(gp_every)``: the uninterrupted TINY fit of fc1 (seed 1, 600 digits) the resume tests compare
+    against, fitted once per ``gp_every`` for the module."""
+    fits = {}
+
+    def fit(gp_every: int = 1):
+        if gp_every not in fits:
+            fits[gp_every] = gan.fit_layer(weak_model, "fc1", train_set.subset(600, seed=3),
+                                           dataclasses.replace(TINY, gp_every=gp_every), seed=1, progress=False,
+                                           exact=True)
+        return fits[gp_every]
+    return fit
+
+
 @pytest.mark.parametrize("gp_every", [1, 3])
 def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_set, test_set, tmp_path, monkeypatch,
-                                                               gp_every):
+                                                               gp_every, uninterrupted):
     settings = dataclasses.replace(TINY, gp_every=gp_every)
     tr = train_set.subset(600, seed=3)
-    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, progress=False, exact=True)
+    ref, ref_hist = uninterrupted(gp_every)
     real_save, calls = gan.save_checkpoint, []
 
     def save_then_die(obj, path):  # the process is killed right after its first checkpoint
@@ -130,18 +145,21 @@ def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_
 
 
 def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights(weak_model, train_set, tmp_path,
-                                                                                   monkeypatch):
+                                                                                   monkeypatch, uninterrupted):
     """A slow machine writes a checkpoint every ``checkpoint_minutes`` of wall time as well; killed right after
     one in the middle of a scale, the fit resumes to the uninterrupted weights, with the scheduled sample
     grids only."""
     tr = train_set.subset(600, seed=3)
-    ref, ref_hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True)
-    real_save, calls, die_at = gan.save_checkpoint, [], [3]
+    ref, ref_hist = uninterrupted()
+    real_save, calls = gan.save_checkpoint, []
 
-    def save_then_die(obj, path):
+    def save_and_count(obj, path):
         real_save(obj, path)
         calls.append(obj["shown"])
-        if len(calls) in die_at:
+
+    def save_then_die(obj, path):
+        save_and_count(obj, path)
+        if len(calls) == 3:
             raise KeyboardInterrupt
 
     monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
@@ -151,7 +169,7 @@ def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights
                       checkpoint_minutes=0)
     assert calls == [32, 64, 96]  # mid-scale: the first scheduled one is at 256
     calls.clear()
-    die_at.clear()
+    monkeypatch.setattr(gan, "save_checkpoint", save_and_count)
     resumed, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
                                   progress=False, exact=True, checkpoint_minutes=None)
     assert calls == [256, 512, 768, 1024, 1280]  # None: the scheduled checkpoints only

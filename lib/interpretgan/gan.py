@@ -679,11 +679,12 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             bar.set_postfix(scale=f"{resolution(scale)}x{resolution(scale)}", alpha=f"{alpha:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
-        if stops and shown >= stops[0]:
-            while stops and shown >= stops[0]:
-                stops.pop(0)
+        due = bool(stops) and shown >= stops[0]
+        while stops and shown >= stops[0]:
+            stops.pop(0)
+        if due:  # the last image is always a scheduled stop (a scale's end)
             save(final=shown >= total)
-        elif (checkpoint is not None and checkpoint_minutes is not None and shown < total
+        elif (checkpoint is not None and checkpoint_minutes is not None
               and time.monotonic() - last_write >= 60 * checkpoint_minutes):
             write_checkpoint()  # between the scheduled ones: weights only, no monitor or sample grid
     bar.close()
