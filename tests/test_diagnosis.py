@@ -197,13 +197,14 @@ def test_diagnose_gives_the_model_back_as_found_and_refuses_a_shared_module(trai
         gan.latent_of(Shared(), torch.zeros(2, 1, 32, 32), "conv")
 
 
-def test_shipped_scaling_factors_are_those_whose_every_layer_ships(monkeypatch):
+def test_shipped_scaling_budgets_are_per_layer(monkeypatch):
     from interpretgan import cache, diagnosis, zoo
     key = lambda layer, k: cache.settings_key(zoo.explainer_settings("default", "max", "natural", layer,
                                                                      schedule_factor=k))
-    shipped = {key("conv1", 1), key("conv2", 1), key("conv1", 4), key("conv2", 4), key("conv2", 16)}
+    shipped = {key("conv1", 1), key("conv2", 1), key("conv1", 4), key("conv2", 4), key("conv1", 16)}
     monkeypatch.setattr(cache, "shipped", lambda k: {"file": "x"} if k in shipped else None)
-    assert diagnosis.shipped_scaling_factors("default") == (1, 4)  # 16x ships for conv2 only: not usable
+    assert diagnosis.shipped_scaling_budgets("default") == {"conv1": (1, 4, 16), "conv2": (1, 4)}
     assert not diagnosis.scaling_fits_shipped("default")
     assert diagnosis.scaling_fits_shipped("default", factors=(1, 4))
-    assert diagnosis.shipped_scaling_factors("default", layers=("conv2",)) == (1, 4, 16)
+    assert diagnosis.scaling_fits_shipped("default", layers=("conv1",))
+    assert diagnosis.shipped_scaling_budgets("default", layers=("conv2",), factors=(4, 16)) == {"conv2": (4,)}

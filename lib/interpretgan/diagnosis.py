@@ -497,16 +497,17 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
     return {k: v for k, v in out.items() if v}
 
 
-def shipped_scaling_factors(profile: str = "default", training: str = "natural",
+def shipped_scaling_budgets(profile: str = "default", training: str = "natural",
                             layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
-                            exact: bool | None = None) -> tuple[int, ...]:
-    """The budgets of the scaling curve (of ``factors``, default the profile's ``scaling_factors``) whose
-    generators ship in ``weights/`` for every layer in ``layers``: those :func:`scaling_curve` fits nothing for."""
-    factors = factors or get_profile(profile).scaling_factors
-    return tuple(k for k in factors
-                 if all(cache.shipped(cache.settings_key(zoo.explainer_settings(profile, "max", training, layer,
-                                                                                 exact=exact, schedule_factor=k)))
-                        is not None for layer in layers))
+                            exact: bool | None = None) -> dict[str, tuple[int, ...]]:
+    """Per layer of ``layers``, the budgets of the scaling curve (of ``factors``, default the profile's
+    ``scaling_factors``) whose generator ships in ``weights/``: layer -> factors, those :func:`scaling_curve`
+    fits nothing for."""
+    factors = tuple(factors or get_profile(profile).scaling_factors)
+    return {layer: tuple(k for k in factors
+                         if cache.shipped(cache.settings_key(zoo.explainer_settings(
+                             profile, "max", training, layer, exact=exact, schedule_factor=k))) is not None)
+            for layer in layers}
 
 
 def scaling_fits_shipped(profile: str = "default", training: str = "natural",
@@ -514,19 +515,21 @@ def scaling_fits_shipped(profile: str = "default", training: str = "natural",
                          exact: bool | None = None) -> bool:
     """Whether every generator of the scaling curve ships in ``weights/`` (so :func:`scaling_curve` fits nothing)."""
     factors = tuple(factors or get_profile(profile).scaling_factors)
-    return shipped_scaling_factors(profile, training, layers, factors, exact) == factors
+    return all(got == factors for got in shipped_scaling_budgets(profile, training, layers, factors, exact).values())
 
 
 def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
-                  factors: tuple[int, ...] | None = None, attack: str = "pgd40", epsilon: float = 0.3,
-                  n_images: int | None = None, data_root: str | None = None, progress: bool = True,
-                  exact: bool | None = None) -> pd.DataFrame:
+                  factors: tuple[int, ...] | dict[str, tuple[int, ...]] | None = None, attack: str = "pgd40",
+                  epsilon: float = 0.3, n_images: int | None = None, data_root: str | None = None,
+                  progress: bool = True, exact: bool | None = None) -> pd.DataFrame:
     """Where the paper's numbers come from: for ``layers`` of the max-pool ``training`` model, one generator per
     budget in ``factors`` (k times the profile's images per scale, through the cache: shipped, cached or
-    fitted), and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
+    fitted; a dict layer -> budgets, as :func:`shipped_scaling_budgets` returns, gives each layer its own),
+    and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
     and ``Acc_i (panel)`` on D*, ``clean (f)`` and ``clean (panel)`` (explanations of the natural digits
     labelled right), ``class-mean share`` of the clean explanations, and the paper's Acc_i (fractions)."""
     factors = factors or get_profile(profile).scaling_factors
+    budgets = factors if isinstance(factors, dict) else {layer: tuple(factors) for layer in layers}
     model, info = zoo.classifier(profile, pooling="max", training=training, data_root=data_root, progress=progress,
                                  exact=exact)
     d_star = zoo.adversarial_set(model, info, attack, epsilon=epsilon, n_images=n_images, data_root=data_root,
@@ -536,8 +539,8 @@ def scaling_curve(profile: str = "default", training: str = "natural", layers: t
     natural = mnist32("test", data_root).subset(n_images).tensors()[0]
     labels, exact = d_star.labels, info["settings"]["exact"]
     rows = {}
-    for layer in layers:
-        for k in factors:
+    for layer, layer_factors in budgets.items():
+        for k in layer_factors:
             expl, e_info = zoo.explainer(profile, pooling="max", training=training, layer=layer, data_root=data_root,
                                          progress=progress, exact=exact, classifier_model=(model, info),
                                          schedule_factor=k)
