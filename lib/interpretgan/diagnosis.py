@@ -497,8 +497,11 @@ def glue_values(diagnoses: dict[str, Diagnosis]) -> dict[str, dict]:
     return {k: v for k, v in out.items() if v}
 
 
+SCALING_LAYERS = ("conv1", "conv2")  # the layers of the scaling curve (natural max-pool model)
+
+
 def shipped_scaling_budgets(profile: str = "default", training: str = "natural",
-                            layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
+                            layers: tuple[str, ...] = SCALING_LAYERS, factors: tuple[int, ...] | None = None,
                             exact: bool | None = None) -> dict[str, tuple[int, ...]]:
     """Per layer of ``layers``, the budgets of the scaling curve (of ``factors``, default the profile's
     ``scaling_factors``) whose generator ships in ``weights/``: layer -> factors, those :func:`scaling_curve`
@@ -511,14 +514,14 @@ def shipped_scaling_budgets(profile: str = "default", training: str = "natural",
 
 
 def scaling_fits_shipped(profile: str = "default", training: str = "natural",
-                         layers: tuple[str, ...] = ("conv1", "conv2"), factors: tuple[int, ...] | None = None,
+                         layers: tuple[str, ...] = SCALING_LAYERS, factors: tuple[int, ...] | None = None,
                          exact: bool | None = None) -> bool:
     """Whether every generator of the scaling curve ships in ``weights/`` (so :func:`scaling_curve` fits nothing)."""
     factors = tuple(factors or get_profile(profile).scaling_factors)
     return all(got == factors for got in shipped_scaling_budgets(profile, training, layers, factors, exact).values())
 
 
-def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = ("conv1", "conv2"),
+def scaling_curve(profile: str = "default", training: str = "natural", layers: tuple[str, ...] = SCALING_LAYERS,
                   factors: tuple[int, ...] | dict[str, tuple[int, ...]] | None = None, attack: str = "pgd40",
                   epsilon: float = 0.3, n_images: int | None = None, data_root: str | None = None,
                   progress: bool = True, exact: bool | None = None) -> pd.DataFrame:
