@@ -11,3 +11,16 @@ import tempfile
 os.environ["INTERPRETGAN_PROFILE"] = "smoke"
 os.environ.setdefault("INTERPRETGAN_ARTIFACTS", tempfile.mkdtemp(prefix="interpretgan-test-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+#: Seconds nbval waits for each of a cell's output messages after the cell's reply. nbval hard-codes 5
+#: (computationalmodelling/nbval#136, #231); a cell that ran many progress-bar widgets (05's Table 1 cell)
+#: can take longer than that to deliver them on a loaded 2-core machine, and the run then fails with
+#: "Timeout of 5 seconds exceeded waiting for output" although the cell itself succeeded.
+NBVAL_OUTPUT_TIMEOUT = 60
+
+
+def pytest_collection_modifyitems(items):
+    """Give every nbval cell :data:`NBVAL_OUTPUT_TIMEOUT` seconds per output message instead of nbval's 5."""
+    for item in items:
+        if hasattr(item, "output_timeout"):
+            item.output_timeout = NBVAL_OUTPUT_TIMEOUT
