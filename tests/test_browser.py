@@ -67,6 +67,28 @@ def _pixels(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.int16)
 
 
+def _dismiss_dialogs(page, seen: list[str]) -> None:
+    """Close every open JupyterLab dialog (a kernel chooser, a kernel-restart notice, ...) with its default button,
+    appending its text to ``seen``: a dialog covers the page and takes every click (CI, stop 23: the Run menu
+    timed out behind one)."""
+    for _ in range(5):
+        dialog = page.locator(".jp-Dialog").first
+        if not dialog.count():
+            return
+        text = " ".join(dialog.inner_text(timeout=5_000).split())
+        seen.append(text)
+        print(f"JupyterLab dialog closed by the test: {text!r}")
+        accept = dialog.locator(".jp-Dialog-button.jp-mod-accept").first
+        if accept.count():
+            accept.click(timeout=10_000)
+        else:
+            page.keyboard.press("Escape")
+        try:
+            dialog.wait_for(state="detached", timeout=10_000)
+        except playwright.TimeoutError:
+            pass
+
+
 def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Open ``notebook``, run all cells, wait for the last widget's figure, screenshot it, drag the widget's
     epsilon slider ``steps`` grid steps to the right, wait for the redraw and screenshot again."""
@@ -78,22 +100,25 @@ def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.n
         page.goto(f"{url}/lab/tree/{notebook}?reset&token={TOKEN}")  # reset: only this notebook open
         page.locator(".jp-Notebook").first.wait_for()
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=120_000)
+        dialogs: list[str] = []
         for attempt in range(5):  # the menu can be clicked before the kernel's session is connected: retry
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            _dismiss_dialogs(page, dialogs)
             try:
+                page.get_by_role("menuitem", name="Run", exact=True).click(timeout=30_000)
+                page.get_by_text("Run All Cells", exact=True).click(timeout=30_000)
                 page.locator(".jp-InputPrompt", has_text="[*]").first.wait_for(timeout=20_000)
                 break
             except playwright.TimeoutError:
                 page.keyboard.press("Escape")
         else:
-            pytest.fail(f"{notebook}: Run All Cells did not start the kernel")
+            pytest.fail(f"{notebook}: Run All Cells did not start the kernel; JupyterLab's dialogs: {dialogs}")
         # the last interactive widget: its slider labelled epsilon and the figure in its output
         widget = page.locator(".widget-interact").last
         widget.wait_for(timeout=RUN_TIMEOUT * 1000)
         figure = widget.locator(".widget-output img").first
         figure.wait_for(timeout=RUN_TIMEOUT * 1000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=RUN_TIMEOUT * 1000)
+        _dismiss_dialogs(page, dialogs)
         figure.scroll_into_view_if_needed()
         before_src = figure.get_attribute("src")
         before = _pixels(figure.screenshot())
@@ -116,7 +141,8 @@ def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.n
                 break
             time.sleep(1)
         else:
-            pytest.fail(f"{notebook}: the figure did not change within 300 s of moving the epsilon slider")
+            pytest.fail(f"{notebook}: the figure did not change within 300 s of moving the epsilon slider; "
+                        f"JupyterLab's dialogs: {dialogs}")
         after = _pixels(widget.locator(".widget-output img").first.screenshot())
         browser.close()
     return before, after
