@@ -11,6 +11,11 @@ import tempfile
 os.environ["INTERPRETGAN_PROFILE"] = "smoke"
 os.environ.setdefault("INTERPRETGAN_ARTIFACTS", tempfile.mkdtemp(prefix="interpretgan-test-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Progress bars redraw at most every 5 s in the kernels (tqdm reads TQDM_* defaults from the environment): a
+# smoke cell that fits generators for minutes otherwise sends thousands of iopub messages while nbval waits for
+# its reply, past ZeroMQ's 1,000-message high-water mark, and the dropped end-of-cell message fails the cell with
+# "Timeout ... exceeded waiting for output" (05's Table 1 cell from an empty cache, stop 24).
+os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 #: Seconds nbval waits for each of a cell's output messages after the cell's reply. nbval hard-codes 5
 #: (computationalmodelling/nbval#136, #231); a cell that ran many progress-bar widgets (05's Table 1 cell)
