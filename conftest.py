@@ -18,9 +18,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("TQDM_MININTERVAL", "5")
 
 #: Seconds nbval waits for each of a cell's output messages after the cell's reply. nbval hard-codes 5
-#: (computationalmodelling/nbval#136, #231); a cell that ran many progress-bar widgets (05's Table 1 cell)
-#: can take longer than that to deliver them on a loaded 2-core machine, and the run then fails with
-#: "Timeout of 5 seconds exceeded waiting for output" although the cell itself succeeded.
+#: (computationalmodelling/nbval#136, #231), too short on a loaded 2-core machine. A longer wait alone did not
+#: cure 05's "Timeout ... exceeded waiting for output" (stop 24: it failed at 60 s too); the message flood that
+#: TQDM_MININTERVAL above limits is the likelier cause.
 NBVAL_OUTPUT_TIMEOUT = 60
 
 
