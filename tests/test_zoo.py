@@ -127,7 +127,7 @@ def test_shipped_judges_load_under_their_key_with_their_accuracy(name, tmp_path,
 
 
 PAPER_ATTA_PENDING = pytest.mark.xfail(strict=True, reason="the paper-profile ATTA models (60 epochs, 3 seeds x "
-                                                            "{max, avg}) are being trained in the background (issue 16)")
+                                                            "{max, avg}) are not trained yet (issue 16)")
 
 
 @PAPER_ATTA_PENDING
