@@ -14,6 +14,7 @@ import scrapbook as sb
 from interpretgan.paths import REPO_ROOT
 
 NB = REPO_ROOT / "notebooks"
+EXECUTED = NB / "executed"  # committed runs at other profiles; nbval does not collect them
 KERNEL = "interpretgan"
 
 
@@ -221,10 +222,11 @@ def _outputs_text(cell) -> str:
 
 def test_committed_notebooks_read_well_without_a_kernel():
     """What a reader sees on GitHub or nbviewer: no progress bar stuck at its first frame (0/N), no absolute
-    path of the machine that ran them, no error and no warning, and every interactive cell shows a picture."""
+    path of the machine that ran them, no error and no warning, and every interactive cell shows a picture.
+    The executed copies under notebooks/executed/ (runs at other profiles) are held to the same."""
     import re
 
-    for path in sorted(NB.glob("*.ipynb")):
+    for path in sorted(NB.glob("*.ipynb")) + sorted(EXECUTED.glob("*.ipynb")):
         nb = nbformat.read(str(path), as_version=4)
         for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
             text = _outputs_text(cell)
@@ -237,3 +239,28 @@ def test_committed_notebooks_read_well_without_a_kernel():
             if "_widget(" in cell.source:
                 assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), \
                     f"{where}: an interactive cell without a static picture"
+
+
+PAPER_06_PENDING = pytest.mark.xfail(strict=True, reason="06_pooling has not yet been run at the paper profile on the "
+                                                         "shipped paper-profile ATTA models (issue 16)")
+
+
+@PAPER_06_PENDING
+def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
+    """`papermill 06_pooling.ipynb executed/06_pooling.paper.ipynb -p profile paper`, committed: it ran at the paper
+    profile, every code cell ran once in order, none shows an error, and Table 2 and the masking checks are glued."""
+    path = EXECUTED / "06_pooling.paper.ipynb"
+    assert path.exists(), path
+    nb = nbformat.read(str(path), as_version=4)
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and 'profile = "paper"' in injected[0].source
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))
+    assert not any(o.get("output_type") == "error" for c in code for o in c.get("outputs", []))
+    scraps = sb.read_notebook(str(path)).scraps.data_dict
+    attacks = {"clean", "pgd40", "pgd100", "mpgd40", "fgsm"}
+    for pool in ("max", "avg"):  # three seeds per pooling, every Table 2 column, and both masking checks
+        assert set(scraps["pooling_per_seed"][pool]) == attacks
+        assert all(len(v) == 3 for v in scraps["pooling_per_seed"][pool].values())
+        assert {"white_box", "apgd_ce", "apgd_dlr", "transfer"} <= set(scraps["masking"][pool])
+    assert "cifar_table" not in scraps  # the CIFAR-10 part is a GPU job at the paper profile
