@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from interpretgan import diagnosis
 from interpretgan.diagnosis import (adversarial_class_share, attack_share, maxpool_index_change, order_layers,
                                     panel_correctness, random_sign_noise, sum_check, vulnerability, vulnerable_layers)
 
@@ -208,3 +209,24 @@ def test_shipped_scaling_budgets_are_per_layer(monkeypatch):
     assert diagnosis.scaling_fits_shipped("default", factors=(1, 4))
     assert diagnosis.scaling_fits_shipped("default", layers=("conv1",))
     assert diagnosis.shipped_scaling_budgets("default", layers=("conv2",), factors=(4, 16)) == {"conv2": (4,)}
+
+
+def _share_table(values, half_width=0.02):
+    layers = [f"l{i}" for i in range(len(values))]
+    return pd.DataFrame({"share": values, "share_low": [v - half_width for v in values],
+                         "share_high": [v + half_width for v in values]}, index=layers)
+
+
+def test_describe_share_curve_by_hand():
+    """Gradual when no step makes up more than half the rise; abrupt at the step that does; flat or falling said."""
+    gradual = diagnosis.describe_share_curve(_share_table([0.10, 0.30, 0.50, 0.70, 0.90]))
+    assert "from 10.0% [8.0, 12.0] at l0 to 90.0% [88.0, 92.0] at l4" in gradual
+    assert "rises at 4 of 4 steps" in gradual and "(4 beyond the 95% intervals)" in gradual
+    assert gradual.endswith("(the largest, 25%).") and "Gradual" in gradual
+    abrupt = diagnosis.describe_share_curve(_share_table([0.10, 0.12, 0.80, 0.81, 0.90], half_width=0.05))
+    assert "rises at 4 of 4 steps between consecutive layers (1 beyond the 95% intervals)" in abrupt
+    assert "l1 -> l2 (+68.0 points)" in abrupt and "makes up 85% of the rise" in abrupt
+    assert "does not rise overall" in diagnosis.describe_share_curve(_share_table([0.5, 0.6, 0.4]))
+    with_nan = _share_table([float("nan"), 0.2, 0.6])
+    assert "at l1 to 60.0%" in diagnosis.describe_share_curve(with_nan)
+    assert diagnosis.describe_share_curve(_share_table([0.3])).startswith("fewer than two layers")

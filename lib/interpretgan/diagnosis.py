@@ -412,6 +412,36 @@ def adversarial_label_share(d: Diagnosis, confidence: float = 0.95, n_resamples:
     return out
 
 
+def describe_share_curve(share: pd.DataFrame) -> str:
+    """One paragraph on an :func:`adversarial_label_share` table (layers in forward order): where the share
+    starts and ends, at how many steps between consecutive layers it rises (and at how many the 95% intervals
+    do not overlap), the largest step, and the verdict: **gradual** when no single step makes up more than half
+    of the rise from the first layer to the last, else **abrupt** at that step. Shares are fractions; the text
+    says percent."""
+    s = share.dropna(subset=["share"])
+    if len(s) < 2:
+        return "fewer than two layers with fooled images: no curve to describe."
+    layers, v = list(s.index), s["share"].to_numpy(dtype=float)
+    pct = lambda layer: (f"{100 * s.loc[layer, 'share']:.1f}% [{100 * s.loc[layer, 'share_low']:.1f}, "
+                         f"{100 * s.loc[layer, 'share_high']:.1f}]")
+    steps = np.diff(v)
+    rises = int((steps > 0).sum())
+    clear = sum(1 for a, b in zip(layers, layers[1:]) if s.loc[b, "share_low"] > s.loc[a, "share_high"])
+    k = int(np.argmax(steps))
+    total = v[-1] - v[0]
+    text = (f"The share of adversarial explanations f labels with the adversarial class goes from {pct(layers[0])} "
+            f"at {layers[0]} to {pct(layers[-1])} at {layers[-1]}; it rises at {rises} of {len(steps)} steps "
+            f"between consecutive layers ({clear} beyond the 95% intervals); the largest step is "
+            f"{layers[k]} -> {layers[k + 1]} ({100 * steps[k]:+.1f} points). ")
+    if total <= 0:
+        return text + "It does not rise overall: no layer-by-layer takeover here."
+    if steps[k] > total / 2:
+        return text + (f"Abrupt rather than gradual: that one step makes up {steps[k] / total:.0%} of the rise "
+                       f"from {layers[0]} to {layers[-1]}.")
+    return text + (f"Gradual: no single step makes up more than half of the rise (the largest, "
+                   f"{steps[k] / total:.0%}).")
+
+
 # ----------------------------------------------------------------------------------------------
 # Presenting diagnoses (05_diagnose): the library computes in fractions, these format in percent
 # ----------------------------------------------------------------------------------------------
