@@ -412,6 +412,19 @@ def adversarial_label_share(d: Diagnosis, confidence: float = 0.95, n_resamples:
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# Presenting diagnoses (05_diagnose): the library computes in fractions, these format in percent
+# ----------------------------------------------------------------------------------------------
+
+def _with_interval(table: pd.DataFrame, col: str, signed: bool = False, unit: str = "") -> pd.Series:
+    """``col`` of a table with ``<col>_low`` / ``<col>_high`` as percent strings, e.g. ``12.3 [10.9, 13.8]``
+    (``unit`` follows the value: ``12.3% [10.9, 13.8]``)."""
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    t = table * 100
+    return (t[col].map(fmt.format) + unit + " [" + t[f"{col}_low"].map(fmt.format) + ", "
+            + t[f"{col}_high"].map(fmt.format) + "]")
+
+
 def describe_share_curve(share: pd.DataFrame) -> str:
     """One paragraph on an :func:`adversarial_label_share` table (layers in forward order): where the share
     starts and ends, at how many steps between consecutive layers it rises (and at how many the 95% intervals
@@ -422,15 +435,14 @@ def describe_share_curve(share: pd.DataFrame) -> str:
     if len(s) < 2:
         return "fewer than two layers with fooled images: no curve to describe."
     layers, v = list(s.index), s["share"].to_numpy(dtype=float)
-    pct = lambda layer: (f"{100 * s.loc[layer, 'share']:.1f}% [{100 * s.loc[layer, 'share_low']:.1f}, "
-                         f"{100 * s.loc[layer, 'share_high']:.1f}]")
+    pct = _with_interval(s, "share", unit="%")
     steps = np.diff(v)
     rises = int((steps > 0).sum())
-    clear = sum(1 for a, b in zip(layers, layers[1:]) if s.loc[b, "share_low"] > s.loc[a, "share_high"])
+    clear = int((s["share_low"].to_numpy()[1:] > s["share_high"].to_numpy()[:-1]).sum())  # intervals apart
     k = int(np.argmax(steps))
     total = v[-1] - v[0]
-    text = (f"The share of adversarial explanations f labels with the adversarial class goes from {pct(layers[0])} "
-            f"at {layers[0]} to {pct(layers[-1])} at {layers[-1]}; it rises at {rises} of {len(steps)} steps "
+    text = (f"The share of adversarial explanations f labels with the adversarial class goes from {pct[layers[0]]} "
+            f"at {layers[0]} to {pct[layers[-1]]} at {layers[-1]}; it rises at {rises} of {len(steps)} steps "
             f"between consecutive layers ({clear} beyond the 95% intervals); the largest step is "
             f"{layers[k]} -> {layers[k + 1]} ({100 * steps[k]:+.1f} points). ")
     if total <= 0:
@@ -440,18 +452,6 @@ def describe_share_curve(share: pd.DataFrame) -> str:
                        f"from {layers[0]} to {layers[-1]}.")
     return text + (f"Gradual: no single step makes up more than half of the rise (the largest, "
                    f"{steps[k] / total:.0%}).")
-
-
-# ----------------------------------------------------------------------------------------------
-# Presenting diagnoses (05_diagnose): the library computes in fractions, these format in percent
-# ----------------------------------------------------------------------------------------------
-
-def _with_interval(table: pd.DataFrame, col: str, signed: bool = False) -> pd.Series:
-    """``col`` of a table with ``<col>_low`` / ``<col>_high`` as percent strings, e.g. ``12.3 [10.9, 13.8]``."""
-    fmt = "{:+.1f}" if signed else "{:.1f}"
-    t = table * 100
-    return (t[col].map(fmt.format) + " [" + t[f"{col}_low"].map(fmt.format) + ", "
-            + t[f"{col}_high"].map(fmt.format) + "]")
 
 
 def table1(d: Diagnosis, paper: str | None = None) -> pd.DataFrame:
