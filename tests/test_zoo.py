@@ -98,10 +98,9 @@ def test_default_generators_ship_under_their_current_keys(pooling, training):
 
 
 def test_smoke_judges_are_cached_with_their_trained_weights():
-    """The smoke panel through the test session's artifact folder: trained here unless an earlier test (the
-    browser's or a notebook's) trained it already, as in the full suite (a fresh folder here trained the four
-    judges a second time, about a minute). Either way the weights kept are the trained ones, and a second call
-    loads them from the cache."""
+    """The smoke panel through the test session's artifact folder, not a fresh one, so the four judges are trained
+    once per test run (about a minute), here or by an earlier test. Either way the weights kept are the trained
+    ones, and a second call loads them from the cache."""
     panel = zoo.judges("smoke", progress=False)
     assert list(panel) == list(zoo.JUDGES)
     assert len({info["key"] for _, info in panel.values()}) == len(zoo.JUDGES)
