@@ -6,6 +6,7 @@ profile (smoke) on copies in a temporary folder, so nothing is written into ``no
 """
 import io
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -89,6 +90,42 @@ def _dismiss_dialogs(page, seen: list[str]) -> None:
             pass
 
 
+def _run_state(page) -> str:
+    """Where "Run All Cells" stands: the kernel's status, how many cells are queued or running, how many ran."""
+    status = page.locator(".jp-Notebook-ExecutionIndicator >> visible=true").first.get_attribute("data-status")
+    prompts = [" ".join(t.split()) for t in page.locator(".jp-Cell.jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+    ran = sum(bool(re.fullmatch(r"\[\d+\]:", t)) for t in prompts)
+    return f"kernel {status}; {prompts.count('[*]:')} cells queued or running, {ran} of {len(prompts)} code cells ran"
+
+
+def _errors(page) -> list[str]:
+    """The text of every traceback shown in the notebook's outputs (warnings on stderr have none)."""
+    shown = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']", has_text="Traceback")
+    return [t[-3000:] for t in shown.all_inner_texts()]
+
+
+def _wait_for_the_widget(page, widget, notebook: str, dialogs: list[str]) -> None:
+    """Wait up to :data:`RUN_TIMEOUT` s for ``widget`` to show, failing at once, with the traceback, when a cell
+    raises or the run ends without it (CI of stop 26 waited 900 s for a widget and told nothing of why)."""
+    deadline, stopped = time.time() + RUN_TIMEOUT, 0
+    while time.time() < deadline:
+        if widget.count() and widget.is_visible():
+            return
+        _dismiss_dialogs(page, dialogs)
+        errors = _errors(page)
+        if errors:
+            pytest.fail(f"{notebook}: a cell raised under Run All Cells ({_run_state(page)}):\n" + "\n".join(errors))
+        state = _run_state(page)
+        # three idle looks in a row with nothing queued: the run is over, and no widget came
+        stopped = stopped + 1 if state.startswith("kernel idle; 0 cells queued") else 0
+        if stopped >= 3:
+            pytest.fail(f"{notebook}: Run All Cells ended without the epsilon widget ({state}); "
+                        f"JupyterLab's dialogs: {dialogs}")
+        time.sleep(5)
+    pytest.fail(f"{notebook}: no epsilon widget within {RUN_TIMEOUT} s ({_run_state(page)}); "
+                f"JupyterLab's dialogs: {dialogs}")
+
+
 def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Open ``notebook``, run all cells, wait for the last widget's figure, screenshot it, drag the widget's
     epsilon slider ``steps`` grid steps to the right, wait for the redraw and screenshot again."""
@@ -114,7 +151,7 @@ def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.n
             pytest.fail(f"{notebook}: Run All Cells did not start the kernel; JupyterLab's dialogs: {dialogs}")
         # the last interactive widget: its slider labelled epsilon and the figure in its output
         widget = page.locator(".widget-interact").last
-        widget.wait_for(timeout=RUN_TIMEOUT * 1000)
+        _wait_for_the_widget(page, widget, notebook, dialogs)
         figure = widget.locator(".widget-output img").first
         figure.wait_for(timeout=RUN_TIMEOUT * 1000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=RUN_TIMEOUT * 1000)
