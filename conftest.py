@@ -8,6 +8,8 @@ already set for the test run.
 import os
 import tempfile
 
+import pytest
+
 os.environ["INTERPRETGAN_PROFILE"] = "smoke"
 os.environ.setdefault("INTERPRETGAN_ARTIFACTS", tempfile.mkdtemp(prefix="interpretgan-test-"))
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -25,7 +27,22 @@ NBVAL_OUTPUT_TIMEOUT = 60
 
 
 def pytest_collection_modifyitems(items):
-    """Give every nbval cell :data:`NBVAL_OUTPUT_TIMEOUT` seconds per output message instead of nbval's 5."""
+    """Give every nbval cell :data:`NBVAL_OUTPUT_TIMEOUT` seconds per output message instead of nbval's 5, and
+    skip the cells after a notebook's last ``NBVAL_CHECK_OUTPUT`` cell.
+
+    nbval (``--nbval-lax``) compares only the marked cells; it would run the rest merely to see that they raise
+    nothing, and ``tests/test_notebooks.py`` (papermill) and ``tests/test_browser.py`` already run every notebook
+    to its end at the smoke profile and fail on any error. Running them a second time under nbval cost several
+    minutes of a test suite that must stay within 30 minutes on CI's 2 cores.
+    """
+    cells: dict = {}
     for item in items:
         if hasattr(item, "output_timeout"):
             item.output_timeout = NBVAL_OUTPUT_TIMEOUT
+        if hasattr(item, "cell") and hasattr(item, "options"):
+            cells.setdefault(item.parent, []).append(item)
+    for notebook_cells in cells.values():
+        checked = [i for i, item in enumerate(notebook_cells) if item.options.get("check")]
+        for item in notebook_cells[checked[-1] + 1 if checked else 0:]:
+            item.add_marker(pytest.mark.skip(reason="after the last NBVAL_CHECK_OUTPUT cell: tests/test_notebooks.py "
+                                                    "runs it (papermill, smoke)"))

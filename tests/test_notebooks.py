@@ -34,6 +34,28 @@ def run_cli(name, out, **params):
     return sb.read_notebook(str(out)).scraps.data_dict
 
 
+def _failing_cells_in_process(name, parameters):
+    """Inject ``parameters`` as papermill does and run the notebook's code cells in one IPython shell in this
+    process, from notebooks/, until a cell raises; returns (index of that code cell, its exception)."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from papermill.parameterize import parameterize_notebook
+    from traitlets.config import Config
+
+    nb = parameterize_notebook(nbformat.read(str(NB / f"{name}.ipynb"), as_version=4), parameters,
+                               kernel_name=KERNEL)
+    config = Config()
+    config.HistoryManager.enabled = False  # no history database written under ~/.ipython
+    shell = InteractiveShell.instance(config=config)
+    shell.reset(new_session=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(NB)
+        for i, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            result = shell.run_cell(cell.source, silent=True)
+            if result.error_in_exec is not None:
+                return i, result.error_in_exec
+    return None, None
+
+
 def test_01_train_smoke_glues_test_accuracy(tmp_path):
     scraps = run("01_train", tmp_path)
     assert 0.8 <= scraps["test_accuracy"] <= 1.0
@@ -82,32 +104,25 @@ def test_03_fit_interpretgan_smoke_glues_every_layer(tmp_path):
     assert 0.1 < scraps["real_digits"]["class-mean share"] < 0.4  # real digits are not templates
 
 
-def test_03_refuses_a_layer_the_model_lacks_and_names_its_layers(tmp_path):
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        run("03_fit_interpretgan", tmp_path, layers="conv1,conv9")
-    assert err.value.ename == "ParameterError"
-    assert "conv1, conv2, conv3, conv4, fc1, fc2, fc3" in err.value.evalue
+def test_03_refuses_a_layer_the_model_lacks_and_names_its_layers():
+    index, error = _failing_cells_in_process("03_fit_interpretgan", {"profile": "smoke", "layers": "conv1,conv9"})
+    assert type(error).__name__ == "ParameterError"
+    assert "conv1, conv2, conv3, conv4, fc1, fc2, fc3" in str(error)
 
 
-def test_02_attack_smoke_glues_robust_accuracy_per_attack(tmp_path):
-    robust = run("02_attack", tmp_path)["robust_accuracy"]
+def test_02_attack_cli_glues_robust_accuracy_per_attack(tmp_path):
+    """The user's command line, `papermill 02_attack.ipynb out.ipynb -p epsilon 3/10`: the fraction arrives as a
+    string and is parsed, and robust accuracy is glued for each of the default attacks."""
+    robust = run_cli("02_attack", tmp_path / "02.ipynb", profile="smoke", epsilon="3/10")["robust_accuracy"]
     # (a glued dict comes back with sorted keys: nbformat writes JSON with sort_keys)
     assert set(robust) == {"fgsm", "pgd40", "pgd100", "mpgd40"}
     assert all(0.0 <= v <= 1.0 for v in robust.values())
-    # a natural model has no defence at eps 0.3; PGD-100 is at least as strong as PGD-40 up to noise
+    # a natural model has no defence at eps 0.3 (so 3/10 was read as 0.3, not refused or misread as a small
+    # radius); PGD-100 is at least as strong as PGD-40 up to noise
     assert robust["pgd40"] <= 0.05 and robust["pgd100"] <= robust["pgd40"] + 0.02
 
 
-def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
-    """The user's command line: `-p epsilon 8/255` arrives as a string and is parsed."""
-    robust = run_cli("02_attack", tmp_path / "02.ipynb", profile="smoke", epsilon="8/255",
-                     attacks="fgsm,pgd10")["robust_accuracy"]
-    assert set(robust) == {"fgsm", "pgd10"}
-    # at 8/255 a ~90% model keeps most digits; at 0.3 it keeps almost none
-    assert robust["fgsm"] > 0.5
-
-
-@pytest.mark.parametrize("name, param, value, expected", [
+BAD_PARAMETERS = [
     ("01_train", "pooling", "foo", "must be one of max, avg"),
     ("01_train", "profile", "huge", "must be one of smoke, default, paper"),
     ("02_attack", "epsilon", -1, "'epsilon' must lie in (0, 1]"),
@@ -121,20 +136,33 @@ def test_02_attack_cli_accepts_epsilon_as_a_fraction(tmp_path):
     ("02_attack", "epsilom", 0.5, "unknown parameter 'epsilom' (did you mean 'epsilon'?)"),
     ("05_diagnose", "epsilon", True, "must be a number in (0, 1]"),
     ("01_train", "seed", 2**64, "must be a whole number in 0..4294967295"),
-])
+]
+#: The cases also run through papermill and a real kernel (one per kind of check: a choice, a misspelled name, a
+#: number papermill injects); the rest run the same injected cells in-process, without a kernel's start.
+BAD_PARAMETERS_IN_A_KERNEL = {("01_train", "pooling"), ("02_attack", "epsilom"), ("01_train", "seed")}
+
+
+@pytest.mark.parametrize("name, param, value, expected", BAD_PARAMETERS)
 def test_bad_parameter_stops_in_the_first_cells_before_writing(tmp_path, monkeypatch, name, param, value, expected):
+    """A bad ``-p`` value stops the run in the cell right after the (injected) parameters with a ParameterError
+    naming the parameter and its allowed values, before any training or file writing."""
     artifacts = tmp_path / "artifacts"
     monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(artifacts))
-    out = tmp_path / "out.ipynb"
-    with pytest.raises(pm.PapermillExecutionError) as err:
-        pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters={"profile": "smoke", param: value},
-                            kernel_name=KERNEL, cwd=str(NB), progress_bar=False)
-    assert err.value.ename == "ParameterError" and expected in err.value.evalue
-    assert f"'{param}'" in err.value.evalue
-    # it failed in the cell right after the (injected) parameters, before any training or file writing
-    code_cells = [c for c in nbformat.read(str(out), as_version=4).cells if c.cell_type == "code"]
-    failed = [i for i, c in enumerate(code_cells) if any(o.get("output_type") == "error" for o in c.outputs)]
-    assert failed == [2]
+    parameters = {"profile": "smoke", param: value}
+    if (name, param) in BAD_PARAMETERS_IN_A_KERNEL:
+        out = tmp_path / "out.ipynb"
+        with pytest.raises(pm.PapermillExecutionError) as err:
+            pm.execute_notebook(str(NB / f"{name}.ipynb"), str(out), parameters=parameters, kernel_name=KERNEL,
+                                cwd=str(NB), progress_bar=False)
+        ename, evalue = err.value.ename, err.value.evalue
+        code_cells = [c for c in nbformat.read(str(out), as_version=4).cells if c.cell_type == "code"]
+        failed = [i for i, c in enumerate(code_cells) if any(o.get("output_type") == "error" for o in c.outputs)]
+    else:
+        index, error = _failing_cells_in_process(name, parameters)
+        ename, evalue, failed = type(error).__name__, str(error), [index]
+    assert ename == "ParameterError" and expected in evalue
+    assert f"'{param}'" in evalue
+    assert failed == [2]  # code cells: the parameters, the injected parameters, then the check that raised
     assert not artifacts.exists() or not any(artifacts.rglob("*"))
 
 

@@ -17,10 +17,15 @@ def test_settings_key_separates_profiles_poolings_and_seeds():
     assert zoo.classifier_settings("paper") == zoo.classifier_settings("default")
 
 
-def test_smoke_classifier_is_trained_once_then_cached(tmp_path, monkeypatch):
-    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+def test_smoke_classifier_is_trained_once_then_cached():
+    """Through the test session's artifact folder, like the judges below: the avg-pool smoke model is trained once
+    per test run (here, or by an earlier test) and the notebooks' tests reuse it. Either way the model kept is the
+    trained one, and a second call loads it from the cache."""
     m1, info1 = zoo.classifier("smoke", pooling="avg", progress=False)
-    assert info1["source"] == "trained" and info1["test_accuracy"] > 0.8 and info1["n_test"] == 1000
+    assert info1["source"] in ("trained", "cache") and info1["n_test"] == 1000
+    assert info1["test_accuracy"] > 0.8
+    # the weights kept are the trained ones: accuracy now equals the last epoch's (same test digits)
+    assert info1["test_accuracy"] == pytest.approx(info1["history"]["test_accuracy"][-1], abs=0.01)
     m2, info2 = zoo.classifier("smoke", pooling="avg", progress=False)
     assert info2["source"] == "cache" and info2["key"] == info1["key"]
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
