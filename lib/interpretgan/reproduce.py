@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+import nbformat
 import papermill as pm
 
 from . import paths
@@ -23,6 +24,34 @@ from .progress import TEXT_ENV
 
 NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling", "07_celeba")
 KERNEL = "interpretgan"
+
+
+def squash_streams(nb) -> int:
+    """Store each cell's text output as a reader sees it: consecutive stdout (or stderr) messages joined into one
+    output, and of every line rewritten with carriage returns (a text progress bar's frames) only its last frame
+    kept. Modifies ``nb`` in place; returns how many outputs it removed.
+
+    A headless run stores every frame of a text bar as its own message (a 24,000-image fit: about 400 of them),
+    which Jupyter then draws over each other; the stored notebook keeps what is drawn, not the frames.
+    """
+    removed = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for out in cell.outputs:
+            if out.output_type == "stream" and outputs and outputs[-1].output_type == "stream" \
+                    and outputs[-1].name == out.name:
+                outputs[-1].text += out.text
+                removed += 1
+            else:
+                outputs.append(out)
+        for out in outputs:
+            if out.output_type == "stream":
+                lines = out.text.split("\n")
+                out.text = "\n".join(next((f for f in reversed(line.split("\r")) if f), "") for line in lines)
+        cell.outputs = outputs
+    return removed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(nb_dir),
                             progress_bar=False, log_output=False)
         times[name] = round(time.perf_counter() - t0, 1)
+        nb = nbformat.read(str(dst), as_version=4)
+        if squash_streams(nb):
+            nbformat.write(nb, str(dst))
         print(f"   {times[name]:.0f} s", flush=True)
     record = {"profile": args.profile, "seconds": times, "total_seconds": round(sum(times.values()), 1),
               "shipped_weights": str(paths.weights_dir()), "machine": machine()}
