@@ -156,9 +156,9 @@ DEFAULT_FACES = FaceSchedule(image_size=64, width=0.25, hidden=256, epochs=20, l
                              inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000))
 SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0.001, batch_size=32, n_train=512,
                            n_test=64, gan=GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
-                                                      images=(128, 128, 128, 256), ema=0.9, checkpoint_every=320,
+                                                      images=(64, 64, 64, 128), ema=0.9, checkpoint_every=320,
                                                       code_map=True),
-                           inverter_images=(64, 64, 64, 128), n_gan_eval=64)
+                           inverter_images=(32, 32, 32, 64), n_gan_eval=64)
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
 
