@@ -105,7 +105,7 @@ def test_03_fit_interpretgan_smoke_glues_every_layer(tmp_path):
 
 
 def test_03_refuses_a_layer_the_model_lacks_and_names_its_layers():
-    index, error = _failing_cells_in_process("03_fit_interpretgan", {"profile": "smoke", "layers": "conv1,conv9"})
+    _, error = _failing_cells_in_process("03_fit_interpretgan", {"profile": "smoke", "layers": "conv1,conv9"})
     assert type(error).__name__ == "ParameterError"
     assert "conv1, conv2, conv3, conv4, fc1, fc2, fc3" in str(error)
 
@@ -137,8 +137,8 @@ BAD_PARAMETERS = [
     ("05_diagnose", "epsilon", True, "must be a number in (0, 1]"),
     ("01_train", "seed", 2**64, "must be a whole number in 0..4294967295"),
 ]
-#: The cases also run through papermill and a real kernel (one per kind of check: a choice, a misspelled name, a
-#: number papermill injects); the rest run the same injected cells in-process, without a kernel's start.
+#: The cases run through papermill and a real kernel (one per kind of check: a choice, a misspelled name, a number
+#: papermill injects); the others run the same injected cells in-process, without a kernel's start (8 s each).
 BAD_PARAMETERS_IN_A_KERNEL = {("01_train", "pooling"), ("02_attack", "epsilom"), ("01_train", "seed")}
 
 

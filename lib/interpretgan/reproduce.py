@@ -31,7 +31,7 @@ def squash_streams(nb) -> int:
     output, and of every line rewritten with carriage returns (a text progress bar's frames) only its last frame
     kept. Modifies ``nb`` in place; returns how many outputs it removed.
 
-    A headless run stores every frame of a text bar as its own message (a 24,000-image fit: about 400 of them),
+    A headless run stores every frame of a text bar as its own message (03's nine baseline fits stored 3,246, 650 kB),
     which Jupyter then draws over each other; the stored notebook keeps what is drawn, not the frames.
     """
     removed = 0
