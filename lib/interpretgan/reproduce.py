@@ -15,6 +15,7 @@ import time
 
 import nbformat
 import papermill as pm
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from . import paths
 from .fast import machine
@@ -27,31 +28,21 @@ KERNEL = "interpretgan"
 
 
 def squash_streams(nb) -> int:
-    """Store each cell's text output as a reader sees it: consecutive stdout (or stderr) messages joined into one
-    output, and of every line rewritten with carriage returns (a text progress bar's frames) only its last frame
-    kept. Modifies ``nb`` in place; returns how many outputs it removed.
+    """Store each cell's text output as a reader sees it: nbconvert's ``CoalesceStreamsPreprocessor`` joins
+    consecutive stdout (or stderr) messages and keeps, of every line rewritten with carriage returns (a text
+    progress bar's frames), only its last frame; a carriage return left at a line's end is dropped. Modifies ``nb``
+    in place; returns how many outputs it removed.
 
     A headless run stores every frame of a text bar as its own message (03's nine baseline fits stored 3,246, 650 kB),
     which Jupyter then draws over each other; the stored notebook keeps what is drawn, not the frames.
     """
-    removed = 0
+    before = sum(len(cell.get("outputs", [])) for cell in nb.cells)
+    CoalesceStreamsPreprocessor().preprocess(nb, {})
     for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        outputs = []
-        for out in cell.outputs:
-            if out.output_type == "stream" and outputs and outputs[-1].output_type == "stream" \
-                    and outputs[-1].name == out.name:
-                outputs[-1].text += out.text
-                removed += 1
-            else:
-                outputs.append(out)
-        for out in outputs:
+        for out in cell.get("outputs", []):
             if out.output_type == "stream":
-                lines = out.text.split("\n")
-                out.text = "\n".join(next((f for f in reversed(line.split("\r")) if f), "") for line in lines)
-        cell.outputs = outputs
-    return removed
+                out.text = "\n".join(line.rstrip("\r") for line in out.text.split("\n"))
+    return before - sum(len(cell.get("outputs", [])) for cell in nb.cells)
 
 
 def main(argv: list[str] | None = None) -> int:
