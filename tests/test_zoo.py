@@ -150,5 +150,12 @@ def test_paper_profile_atta_models_ship_under_their_paper_keys(pooling):
         f = cache.shipped(cache.settings_key(settings))
         assert f is not None, f"no paper-profile ATTA {pooling} seed {seed}"
         assert f.name == f"mnist-smallcnn-{pooling}-atta-seed{seed}-paper.safetensors"
-        history = cache.read_manifest()["files"][f.name]["history"]
+        entry = cache.read_manifest()["files"][f.name]
+        history = entry["history"]
         assert len(history["epoch"]) == 60 and history["epoch"][-1] == 60
+        assert history["lr"][54] == pytest.approx(0.01) and history["lr"][55] == pytest.approx(0.001)  # x0.1 at 55
+        # step 0.01 a batch: the buffered perturbations grow by about 0.01 an epoch and sit at eps 0.3 at the end
+        assert history["perturbation"][9] == pytest.approx(0.1, abs=0.01)
+        assert history["perturbation"][-1] == pytest.approx(0.3, abs=0.01)
+        assert entry["test_accuracy"] > 0.97 and history["robust_accuracy"][-1] > 0.8  # PGD-40 check, 500 digits
+        assert entry["trained_on"]  # the fast path's precision depends on the machine, and the key does not say it

@@ -245,23 +245,26 @@ def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsi
 
 def ship_classifier(profile: str = "default", pooling: str = "max", training: str = "natural", seed: int = 0,
                     exact: bool | None = None, dataset: str = "mnist", arch: str | None = None,
-                    dtype: torch.dtype | None = None) -> str:
+                    dtype: torch.dtype | None = None, trained_on: str | None = None) -> str:
     """Copy the cached classifier of these settings into ``weights/`` (maintainers' tool; ``dtype``
-    e.g. torch.float16 halves the file); returns its name."""
+    e.g. torch.float16 halves the file; ``trained_on``, e.g. "Intel Xeon (AMX), bf16 autocast", is recorded in
+    the manifest, since the fast path's precision depends on the machine and is not in the key); returns its name."""
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch)
     return _ship("classifiers", settings, "model.safetensors", shipped_name(settings, profile), "classifier", dtype,
-                 with_accuracy=True)
+                 with_accuracy=True, trained_on=trained_on)
 
 
 def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: str, dtype: torch.dtype | None,
-          with_accuracy: bool = False) -> str:
+          with_accuracy: bool = False, trained_on: str | None = None) -> str:
     """Copy the finished cache entry of ``settings`` (``filename`` in the ``kind`` folder) into ``weights/<name>``
-    with its history (and last test accuracy); ``maker`` names the function that fills the cache. Returns ``name``."""
+    with its history (and last test accuracy, and ``trained_on`` when given); ``maker`` names the function that
+    fills the cache. Returns ``name``."""
     folder = cache.entry(kind, settings)
     if not (folder / filename).is_file():
         raise FileNotFoundError(f"nothing cached for these settings in {folder}; run {maker}() first")
     history = cache.load_checkpoint(folder / "history.pt")
-    extra = {"history": history, **({"test_accuracy": history["test_accuracy"][-1]} if with_accuracy else {})}
+    extra = {"history": history, **({"test_accuracy": history["test_accuracy"][-1]} if with_accuracy else {}),
+             **({"trained_on": trained_on} if trained_on else {})}
     cache.ship(cache.load_weights(folder / filename), name, cache.settings_key(settings), settings, extra=extra,
                dtype=dtype)
     return name
