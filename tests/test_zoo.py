@@ -135,11 +135,6 @@ def test_shipped_judges_load_under_their_key_with_their_accuracy(name, tmp_path,
         assert info["robust_accuracy"] > 0.75  # PGD-40 at eps 0.3 during training's last evaluation
 
 
-PAPER_ATTA_PENDING = pytest.mark.xfail(strict=True, reason="the paper-profile ATTA models (60 epochs, 3 seeds x "
-                                                            "{max, avg}) are not trained yet (issue 16)")
-
-
-@PAPER_ATTA_PENDING
 @pytest.mark.parametrize("pooling", ["max", "avg"])
 def test_paper_profile_atta_models_ship_under_their_paper_keys(pooling):
     """The paper profile's MNIST ATTA models ship under the keys of PAPER_ATTA's settings (60 epochs, step 0.01,
