@@ -269,11 +269,6 @@ def test_committed_notebooks_read_well_without_a_kernel():
                     f"{where}: an interactive cell without a static picture"
 
 
-PAPER_06_PENDING = pytest.mark.xfail(strict=True, reason="06_pooling has not yet been run at the paper profile on the "
-                                                         "shipped paper-profile ATTA models (issue 16)")
-
-
-@PAPER_06_PENDING
 def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
     """`python -m interpretgan.reproduce --profile paper --executed --only 06_pooling`, committed: it ran at the paper
     profile, every code cell ran once in order, none shows an error, and Table 2 and the masking checks are glued."""
@@ -290,4 +285,10 @@ def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
         assert set(scraps["pooling_per_seed"][pool]) == attacks
         assert all(len(v) == 3 for v in scraps["pooling_per_seed"][pool].values())
         assert {"white_box", "apgd_ce", "apgd_dlr", "transfer"} <= set(scraps["masking"][pool])
+    # the masking tables (percent, one decimal) show the glued fractions, not whole percents
+    table = next(c for c in code if 'checks["apgd"]' in c.source)
+    apgd_html = next(o["data"]["text/html"] for o in table.outputs if "text/html" in o.get("data", {}))
+    for pool in ("max", "avg"):
+        for k in ("white_box", "apgd_ce", "apgd_dlr", "transfer", "worst_case"):
+            assert f"<td>{100 * scraps['masking'][pool][k]:.1f}</td>" in apgd_html, (pool, k)
     assert "cifar_table" not in scraps  # the CIFAR-10 part is a GPU job at the paper profile

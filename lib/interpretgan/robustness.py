@@ -322,7 +322,7 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
         summary[pool] = {"white_box": round(row[f"{pgd} (white-box)"], 4), "apgd_ce": round(row["APGD-CE"], 4),
                          "apgd_dlr": round(row["APGD-DLR"], 4), "transfer": round(row[f"{pgd} crafted on the other model"], 4),
                          "worst_case": round(row["worst case (every attack)"], 4)}
-    return {"transfer": pd.DataFrame(transfer_rows).T.round(2), "apgd": pd.DataFrame(apgd_rows).T.round(2),
+    return {"transfer": pd.DataFrame(transfer_rows).T.round(4), "apgd": pd.DataFrame(apgd_rows).T.round(4),
             "summary": summary, "n_images": n, "attack": pgd}
 
 
