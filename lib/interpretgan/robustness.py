@@ -300,28 +300,28 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
     n = len(sub)
     labels = sub.labels
     adv = {pool: study.evaluations[pool, seed].adversarial[pgd][:n] for pool in POOLINGS}
-    transfer_rows, apgd_rows, summary = {}, {}, {}
-    for src in POOLINGS:
-        transfer_rows[f"crafted on {src}"] = {
-            f"scored on {dst}": transfer(study.models[dst, seed], adv[src], labels,
-                                               exact=study.infos[dst, seed]["settings"]["exact"]).float().mean().item()
-            for dst in POOLINGS}
+    # per image: is the model scored on dst right on the PGD images crafted on src (dst == src: white-box images)
+    right = {(src, dst): transfer(study.models[dst, seed], adv[src], labels,
+                                  exact=study.infos[dst, seed]["settings"]["exact"])
+             for src in POOLINGS for dst in POOLINGS}
+    transfer_rows = {f"crafted on {src}": {f"scored on {dst}": right[src, dst].float().mean().item() for dst in POOLINGS}
+                     for src in POOLINGS}
+    columns = {"white_box": f"{pgd} (white-box)", "apgd_ce": "APGD-CE", "apgd_dlr": "APGD-DLR",
+               "transfer": f"{pgd} crafted on the other model", "worst_case": "worst case (every attack)"}
+    apgd_rows, summary = {}, {}
     for pool in POOLINGS:
         model, info, ev = study.models[pool, seed], study.infos[pool, seed], study.evaluations[pool, seed]
         ce = apgd_cached(model, info, sub, study.eps, "ce", steps, seed, progress)
         dlr = apgd_cached(model, info, sub, study.eps, "dlr", steps, seed, progress)
-        other = "avg" if pool == "max" else "max"
-        moved = transfer(model, adv[other], labels, exact=info["settings"]["exact"])
+        moved = right["avg" if pool == "max" else "max", pool]
         worst = ce & dlr & moved
         for a in study.attacks:
             worst &= ev.correct[a][:n]
-        row = {f"{pgd} (white-box)": ev.correct[pgd][:n].float().mean().item(), "APGD-CE": ce.float().mean().item(),
-               "APGD-DLR": dlr.float().mean().item(), f"{pgd} crafted on the other model": moved.float().mean().item(),
-               "worst case (every attack)": worst.float().mean().item()}
-        apgd_rows[pool] = row
-        summary[pool] = {"white_box": round(row[f"{pgd} (white-box)"], 4), "apgd_ce": round(row["APGD-CE"], 4),
-                         "apgd_dlr": round(row["APGD-DLR"], 4), "transfer": round(row[f"{pgd} crafted on the other model"], 4),
-                         "worst_case": round(row["worst case (every attack)"], 4)}
+        per_image = {"white_box": ev.correct[pgd][:n], "apgd_ce": ce, "apgd_dlr": dlr, "transfer": moved,
+                     "worst_case": worst}
+        fractions = {k: v.float().mean().item() for k, v in per_image.items()}
+        apgd_rows[pool] = {columns[k]: v for k, v in fractions.items()}
+        summary[pool] = {k: round(v, 4) for k, v in fractions.items()}
     return {"transfer": pd.DataFrame(transfer_rows).T.round(4), "apgd": pd.DataFrame(apgd_rows).T.round(4),
             "summary": summary, "n_images": n, "attack": pgd}
 
