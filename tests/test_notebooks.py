@@ -136,6 +136,8 @@ BAD_PARAMETERS = [
     ("02_attack", "epsilom", 0.5, "unknown parameter 'epsilom' (did you mean 'epsilon'?)"),
     ("05_diagnose", "epsilon", True, "must be a number in (0, 1]"),
     ("01_train", "seed", 2**64, "must be a whole number in 0..4294967295"),
+    ("01_train", "data_root", "/nonexistent/interpretgan-data", "must be an existing folder"),
+    ("02_attack", "attacks", "fgsm,pgd999999999", "k a whole number in 1..1000"),
 ]
 #: The cases run through papermill and a real kernel (one per kind of check: a choice, a misspelled name, a number
 #: papermill injects); the others run the same injected cells in-process, without a kernel's start (8 s each).

@@ -77,3 +77,45 @@ def test_training_accepts_atta():
     assert resolve(training="ATTA").training == "atta"
     with pytest.raises(ParameterError, match="natural, atta"):
         resolve(training="trades")
+
+
+def test_attack_names_are_bounded_in_steps_and_the_error_says_the_bound():
+    """`-p attacks pgd999999999` trained a model and began a days-long attack; names now stop at MAX_STEPS steps,
+    in the grammar itself (attacks.parse_attack_name), so notebooks, make_attack and evaluate all refuse them."""
+    from interpretgan import attacks
+    from interpretgan.params import parse_attack
+
+    assert attacks.MAX_STEPS == 1000
+    assert parse_attacks("pgd1000, mpgd1000") == ["pgd1000", "mpgd1000"]  # the bound itself is allowed
+    assert attacks.parse_attack_name("pgd1000") == ("pgd", 1000)
+    for bad in ("pgd1001", "pgd999999999", "mpgd5000"):
+        with pytest.raises(ParameterError, match=r"'attacks'.*k a whole number in 1\.\.1000"):
+            parse_attacks(f"fgsm, {bad}")
+        with pytest.raises(ParameterError, match=r"'attack'.*k a whole number in 1\.\.1000"):
+            parse_attack(bad)
+        with pytest.raises(ValueError, match="at most 1,000"):
+            attacks.parse_attack_name(bad)
+        with pytest.raises(ValueError, match="at most 1,000"):
+            attacks.make_attack(bad, 0.3)
+    with pytest.raises(ParameterError, match="'attacks'"):
+        resolve(attacks="pgd999999999")
+
+
+def test_data_root_is_checked_with_the_other_parameters(tmp_path, monkeypatch):
+    """A data root that does not exist stops `resolve` (the notebooks' second cell), naming `data_root`, instead of
+    the first cell that reads data; None defers to $INTERPRETGAN_DATA, which is checked the same way."""
+    missing = tmp_path / "no-such-folder"
+    with pytest.raises(ParameterError, match=r"parameter 'data_root' must be an existing folder.*no-such-folder"):
+        resolve(profile="smoke", data_root=str(missing))
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a folder")
+    with pytest.raises(ParameterError, match="'data_root'"):
+        resolve(data_root=str(a_file))
+    assert not missing.exists()  # nothing created under a bad root
+    assert resolve(data_root=str(tmp_path)).data_root == str(tmp_path)
+    monkeypatch.setenv("INTERPRETGAN_DATA", str(missing))
+    with pytest.raises(ParameterError, match=r"INTERPRETGAN_DATA \(parameter 'data_root' is None\)"):
+        resolve(data_root=None)
+    assert resolve(data_root=str(tmp_path)).data_root == str(tmp_path)  # an explicit root wins over the variable
+    monkeypatch.delenv("INTERPRETGAN_DATA")
+    assert resolve(data_root="None").data_root is None  # <repo>/data: left to the loaders (they may download)

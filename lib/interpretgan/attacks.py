@@ -31,18 +31,30 @@ from .models import eval_mode
 #: Default PGD step size per dataset (the authors' ATTA evaluation code: 0.01 on MNIST).
 DEFAULT_STEP = {"mnist": 0.01, "cifar10": 0.003, "celeba": 0.5 / 255}  # CelebA: eps 2/255 over 4
 ATTACK_FORMS = ("fgsm", "pgd<k>", "mpgd<k>")
-#: The one grammar of attack names: fgsm, pgd<k>, mpgd<k> with k a positive integer.
+#: The most steps an attack name may ask for (``pgd1000``): the paper uses up to 100 (PGD-100), and 1,000 steps
+#: of PGD on the 2,000 digits of the default profile already take about 7 minutes on 2 CPU cores; a mistyped
+#: ``pgd999999999`` would otherwise train, then attack for days.
+MAX_STEPS = 1000
+#: The steps an attack name may ask for, as the error messages say it.
+STEPS_RULE = f"k a whole number in 1..{MAX_STEPS}"
+#: The one grammar of attack names: fgsm, pgd<k>, mpgd<k> with k a positive integer (at most MAX_STEPS: see
+#: :func:`parse_attack_name`).
 ATTACK_NAME = re.compile(r"^(fgsm|pgd([1-9]\d*)|mpgd([1-9]\d*))$")
 
 
 def parse_attack_name(name: str) -> tuple[str, int]:
-    """``("fgsm", 1)``, ``("pgd", k)`` or ``("mpgd", k)`` from an attack's short name; ValueError otherwise."""
+    """``("fgsm", 1)``, ``("pgd", k)`` or ``("mpgd", k)`` from an attack's short name, k in 1..:data:`MAX_STEPS`;
+    ValueError otherwise (naming the forms and the bound)."""
     m = ATTACK_NAME.match(str(name).strip().lower())
     if not m:
-        raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} (k a positive integer), got {name!r}")
+        raise ValueError(f"attack must be one of {list(ATTACK_FORMS)} ({STEPS_RULE}), got {name!r}")
     if m.group(1) == "fgsm":
         return "fgsm", 1
-    return ("pgd", int(m.group(2))) if m.group(2) else ("mpgd", int(m.group(3)))
+    kind, steps = ("pgd", int(m.group(2))) if m.group(2) else ("mpgd", int(m.group(3)))
+    if steps > MAX_STEPS:
+        raise ValueError(f"attack {name!r} asks for {steps:,} steps; at most {MAX_STEPS:,} ({STEPS_RULE}; "
+                         f"the paper uses up to 100)")
+    return kind, steps
 
 
 def check_epsilon(eps: float) -> float:

@@ -58,12 +58,17 @@ def parse_attacks(value: Any) -> list[str]:
     """A list of attack names from a list or a comma-separated string; each fgsm, pgd<k> or mpgd<k>."""
     items = value.split(",") if isinstance(value, str) else list(value)
     names = [str(v).strip().lower() for v in items if str(v).strip()]
-    from .attacks import ATTACK_NAME
+    from .attacks import STEPS_RULE, parse_attack_name
 
-    bad = [n for n in names if not ATTACK_NAME.match(n)]
+    bad = []
+    for n in names:
+        try:
+            parse_attack_name(n)
+        except ValueError:
+            bad.append(n)
     if bad or not names:
         raise ParameterError(f"parameter 'attacks' takes names of the forms fgsm, pgd<k>, mpgd<k> "
-                             f"(k a positive integer, e.g. {', '.join(DEFAULT_ATTACKS)}); got {value!r}")
+                             f"({STEPS_RULE}, e.g. {', '.join(DEFAULT_ATTACKS)}); got {value!r}")
     return list(dict.fromkeys(names))
 
 
@@ -104,8 +109,10 @@ def parse_attack(value: Any) -> str:
     except ParameterError:
         names = []
     if len(names) != 1:
-        raise ParameterError(f"parameter 'attack' takes one name of the forms fgsm, pgd<k>, mpgd<k> (e.g. pgd40); "
-                             f"got {value!r}")
+        from .attacks import STEPS_RULE
+
+        raise ParameterError(f"parameter 'attack' takes one name of the forms fgsm, pgd<k>, mpgd<k> ({STEPS_RULE}, "
+                             f"e.g. pgd40); got {value!r}")
     return names[0]
 
 
@@ -155,6 +162,30 @@ def parse_exact(value: Any) -> bool:
     return resolve_exact(None if unset else parse_bool(value, "exact"))
 
 
+def parse_data_root(value: Any) -> str | None:
+    """None (or "None", ""): ``$INTERPRETGAN_DATA``, else ``<repo>/data``; else a folder that exists. The folder the
+    run will read (this value, else ``$INTERPRETGAN_DATA`` when set) is checked here, with the other parameters, by
+    the data loaders' own check (``interpretgan.data._existing_root``), so a bad root stops the notebook in its
+    first cells instead of where it first reads data. ``<repo>/data`` is left to the loaders (torchvision may
+    download MNIST into it)."""
+    import os
+
+    from . import paths
+    from .data import DataError, _existing_root as existing_root
+
+    given = None if value is None or str(value).strip() in ("", "None") else str(value)
+    source = "parameter 'data_root'" if given else "INTERPRETGAN_DATA (parameter 'data_root' is None)"
+    if given is None and not os.environ.get("INTERPRETGAN_DATA"):
+        return None
+    try:
+        existing_root(paths.data_root(given))
+    except DataError as err:
+        raise ParameterError(f"{source} must be an existing folder (None: $INTERPRETGAN_DATA, else data/ at the "
+                             f"repository root); got {given if given else os.environ['INTERPRETGAN_DATA']!r}: "
+                             f"{err}") from None
+    return given
+
+
 _PARSERS = {
     "profile": lambda v: choice("profile", v, allowed_choices()["profile"]),
     "pooling": lambda v: choice("pooling", v, allowed_choices()["pooling"]),
@@ -170,7 +201,7 @@ _PARSERS = {
     "baselines": lambda v: parse_bool(v, "baselines"),
     "cifar": lambda v: None if v is None or str(v).strip().lower() in ("none", "") else parse_bool(v, "cifar"),
     "exact": parse_exact,
-    "data_root": lambda v: None if v in (None, "", "None") else str(v),
+    "data_root": lambda v: parse_data_root(v),
     "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),
 }
 
