@@ -96,3 +96,39 @@ def test_written_files_are_readable_like_the_rest(tmp_path):
         os.umask(mask)
     for name in ("w.safetensors", "c.pt", "s.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_cache_cli_help_and_default_leave_the_readme_alone_and_only_the_flag_writes(tmp_path):
+    """`python -m interpretgan.cache --help` rewrote the README (the module had no argument parser). Now --help
+    prints usage, a plain run prints the table and writes nothing (--check fails on a stale block), and only
+    --write-readme rewrites the block."""
+    import subprocess
+    import sys
+
+    from interpretgan.paths import REPO_ROOT
+
+    readme = REPO_ROOT / "README.md"
+    before = (readme.read_bytes(), readme.stat().st_mtime_ns)
+    cmd = [sys.executable, "-m", "interpretgan.cache"]
+    helped = subprocess.run(cmd + ["--help"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "--write-readme" in helped.stdout and "usage:" in helped.stdout
+    assert (readme.read_bytes(), readme.stat().st_mtime_ns) == before  # the repository's README untouched
+    # a stale copy: the block's table replaced by an old line
+    text = readme.read_text()
+    head, rest = text.split("<!-- shipped:begin -->\n", 1)
+    _, tail = rest.split("\n<!-- shipped:end -->", 1)
+    stale = f"{head}<!-- shipped:begin -->\n1 file, 0.1 MiB in all (limit 160 MiB).\n<!-- shipped:end -->{tail}"
+    copy = tmp_path / "README.md"
+    copy.write_text(stale)
+    for flags, status in (([], 0), (["--check"], 1)):
+        shown = subprocess.run(cmd + ["--readme", str(copy)] + flags, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == status, shown.stderr
+        assert cache.shipped_summary() in shown.stdout and "stale; run python -m interpretgan.cache --write-readme" \
+            in shown.stdout
+        assert copy.read_text() == stale
+    wrote = subprocess.run(cmd + ["--readme", str(copy), "--write-readme"], capture_output=True, text=True, timeout=120)
+    assert wrote.returncode == 0 and "updated" in wrote.stdout
+    assert copy.read_text() == text  # the block regenerated: the repository's README is up to date (test_environment)
+    checked = subprocess.run(cmd + ["--readme", str(copy), "--check"], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0 and "up to date" in checked.stdout
+    assert (readme.read_bytes(), readme.stat().st_mtime_ns) == before

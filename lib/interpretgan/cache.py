@@ -183,8 +183,8 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
 
 def shipped_summary(weights_dir: Path | None = None) -> str:
     """What ``weights/`` ships, from its manifest, as a Markdown table (the README's block between
-    ``<!-- shipped:begin -->`` and ``<!-- shipped:end -->`` is this text; ``python -m interpretgan.cache``
-    rewrites it): one row per model or group of generators, with file counts and sizes."""
+    ``<!-- shipped:begin -->`` and ``<!-- shipped:end -->`` is this text; ``python -m interpretgan.cache
+    --write-readme`` rewrites it): one row per model or group of generators, with file counts and sizes."""
     import re
 
     files = read_manifest(weights_dir)["files"]
@@ -209,18 +209,58 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_readme_summary(readme: Path | None = None) -> bool:
-    """Rewrite the README's shipped-weights block from the manifest; returns whether it changed."""
+def readme_with_summary(readme: Path | None = None) -> tuple[str, str]:
+    """The README's text as it is and as it would be with its shipped-weights block generated from the manifest."""
     readme = readme or paths.REPO_ROOT / "README.md"
     text = readme.read_text()
     begin, end = "<!-- shipped:begin -->", "<!-- shipped:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} block to hold the shipped-weights table")
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
-    new = f"{head}{begin}\n{shipped_summary()}\n{end}{tail}"
+    return text, f"{head}{begin}\n{shipped_summary()}\n{end}{tail}"
+
+
+def write_readme_summary(readme: Path | None = None) -> bool:
+    """Rewrite the README's shipped-weights block from the manifest; returns whether it changed."""
+    readme = readme or paths.REPO_ROOT / "README.md"
+    text, new = readme_with_summary(readme)
     if new != text:
         readme.write_text(new)
     return new != text
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m interpretgan.cache``: print the shipped-weights table; ``--write-readme`` writes it into the
+    README's block, ``--check`` fails (exit status 1) when that block is stale. Nothing is written without
+    ``--write-readme``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m interpretgan.cache",
+        description="The shipped weights (weights/MANIFEST.json) as the README's Markdown table. Without options it "
+                    "prints the table and says whether the README's block between <!-- shipped:begin --> and "
+                    "<!-- shipped:end --> is up to date; it writes nothing.")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="rewrite the README's shipped-weights block from the manifest (a maintainer's step after "
+                         "shipping weights)")
+    ap.add_argument("--check", action="store_true", help="exit with status 1 when the README's block is stale")
+    ap.add_argument("--readme", type=Path, default=paths.REPO_ROOT / "README.md", metavar="PATH",
+                    help="the README to read or write (default: the repository's README.md)")
+    args = ap.parse_args(argv)
+    if args.write_readme and args.check:
+        ap.error("--write-readme and --check do not go together: --check only reads")
+    if args.write_readme:
+        print(f"{args.readme} updated" if write_readme_summary(args.readme) else f"{args.readme} already up to date")
+        return 0
+    text, new = readme_with_summary(args.readme)
+    print(shipped_summary())
+    if new == text:
+        print(f"\n{args.readme}: its shipped-weights block is up to date")
+        return 0
+    print(f"\n{args.readme}: its shipped-weights block is stale; run python -m interpretgan.cache --write-readme")
+    return 1 if args.check else 0
+
+
 if __name__ == "__main__":
-    print("README updated" if write_readme_summary() else "README already up to date")
+    raise SystemExit(main())
