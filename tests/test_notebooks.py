@@ -3,6 +3,7 @@
 (nbval, configured in pyproject.toml, also re-runs every notebook and compares the cells marked
 NBVAL_CHECK_OUTPUT: architecture summary, data shapes, parameter validation.)
 """
+import re
 import subprocess
 import sys
 
@@ -250,25 +251,104 @@ def _outputs_text(cell) -> str:
     return "\n".join(parts)
 
 
+#: The most bytes a committed notebook may hold: GitHub renders it and a clone stays small (07 was 7.9 MB of PNGs).
+MAX_NOTEBOOK_BYTES = 3_000_000
+#: What an absolute path of the machine that ran a notebook looks like.
+ABSOLUTE_PATH = re.compile(r"(/work/|/home/|/root/|/tmp/|/Users/|/mnt/|/var/|/opt/|(?<![A-Za-z])[A-Za-z]:[\\/])")
+#: A text progress bar's line: its description, the percentage, the bar, then n/N.
+BAR_LINE = re.compile(r"^(?P<desc>.*?):?\s*(?P<pct>\d+)%\|.*\|\s*(?P<n>\d+)/(?P<total>\d+)")
+
+
+def _strings(obj):
+    """Every string inside a JSON-like value."""
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+    elif isinstance(obj, str):
+        yield obj
+
+
+def _committed_notebooks():
+    return sorted(NB.glob("*.ipynb")) + sorted(EXECUTED.glob("*.ipynb"))
+
+
 def test_committed_notebooks_read_well_without_a_kernel():
     """What a reader sees on GitHub or nbviewer: no progress bar stuck at its first frame (0/N), no absolute
     path of the machine that ran them, no error and no warning, and every interactive cell shows a picture.
     The executed copies under notebooks/executed/ (runs at other profiles) are held to the same."""
-    import re
-
-    for path in sorted(NB.glob("*.ipynb")) + sorted(EXECUTED.glob("*.ipynb")):
+    for path in _committed_notebooks():
         nb = nbformat.read(str(path), as_version=4)
         for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
             text = _outputs_text(cell)
             where = f"{path.name}, code cell {k}"
             assert not re.search(r"(?<![\d/])0/\d+ \[", text), f"{where}: a progress bar at 0/N"
-            assert not re.search(r"(/work/|/home/|/root/|/tmp/|/Users/|[A-Z]:\\\\)", text), f"{where}: an absolute path"
+            assert not ABSOLUTE_PATH.search(text), f"{where}: an absolute path"
             assert "ERROR " not in text and not re.search(r"\w+Warning\b", text), f"{where}: an error or a warning"
             assert not any(o.get("output_type") == "stream" and o.get("name") == "stderr" and "Warning" in o["text"]
                            for o in cell.get("outputs", [])), where
             if "_widget(" in cell.source:
-                assert any("image/png" in o.get("data", {}) for o in cell.get("outputs", [])), \
+                assert any({"image/png", "image/jpeg"} & set(o.get("data", {})) for o in cell.get("outputs", [])), \
                     f"{where}: an interactive cell without a static picture"
+
+
+def test_committed_notebooks_metadata_names_no_machine_and_the_real_parameters():
+    """Issue 32, item 1: ``metadata.papermill`` held the absolute input and output paths of the machine that ran
+    each notebook, and the paper-profile copy of 06 said ``parameters: {"profile": "default"}``. No string anywhere
+    in a committed notebook's metadata (the notebook's, every cell's, every output's) is an absolute path; the
+    papermill paths are relative to the repository; the recorded profile is the one the run printed (code cell 1
+    says "profile <name>, ...") and, for notebooks/executed/<name>.<profile>.ipynb, the one its name says."""
+    from interpretgan.reproduce import profile_of
+
+    for path in _committed_notebooks():
+        nb = nbformat.read(str(path), as_version=4)
+        metadata = [nb.metadata] + [c.metadata for c in nb.cells] + \
+                   [o.get("metadata", {}) for c in nb.cells for o in c.get("outputs", [])]
+        absolute = [s for m in metadata for s in _strings(m) if s.startswith("/") or ABSOLUTE_PATH.search(s)]
+        assert not absolute, f"{path.name}: absolute paths in its metadata: {absolute[:3]}"
+        run = nb.metadata.papermill
+        relative = path.relative_to(REPO_ROOT).as_posix()
+        assert run.output_path == relative, (path.name, run.output_path)
+        assert run.input_path == f"notebooks/{path.name.split('.')[0]}.ipynb", (path.name, run.input_path)
+        printed = re.search(r"\bprofile (\w+),", _outputs_text([c for c in nb.cells if c.cell_type == "code"][1]))
+        assert printed, f"{path.name}: code cell 1 does not say its profile"
+        assert run.parameters.get("profile") == printed.group(1), (path.name, run.parameters, printed.group(1))
+        if path.parent == EXECUTED:
+            assert run.parameters["profile"] == profile_of(path), (path.name, run.parameters)
+
+
+def _bar_frames(text: str) -> list[str]:
+    """Lines of ``text`` that are a progress bar's earlier frame: a bar line followed by the same line again, or by a
+    line of the same bar (same description and total) further along while it was unfinished. A stored output keeps
+    only each bar's last frame (two finished bars of one description, e.g. one per model, are two bars)."""
+    lines = [BAR_LINE.match(line) for line in text.split("\n")]
+    frames = []
+    for a, b in zip(lines, lines[1:]):
+        if a and b and (a.string == b.string or (a["desc"], a["total"]) == (b["desc"], b["total"])
+                        and int(a["n"]) < int(a["total"]) and int(b["n"]) >= int(a["n"])):
+            frames.append(a.string)
+    return frames
+
+
+def test_committed_notebooks_store_each_bar_once_and_stay_small():
+    """Issue 32, items 2 and 7: 05 stored 48 raw progress-bar frames on stderr (one message each), and 07 was 7.9 MB.
+    In every committed notebook each stream's text is what a reader sees: no carriage return, consecutive messages
+    of one stream merged, each bar's last frame once; and each file is under MAX_NOTEBOOK_BYTES."""
+    for path in _committed_notebooks():
+        nb = nbformat.read(str(path), as_version=4)
+        for k, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
+            where = f"{path.name}, code cell {k}"
+            streams = [o for o in cell.get("outputs", []) if o.get("output_type") == "stream"]
+            assert not any("\r" in o.text for o in streams), f"{where}: raw carriage-return frames"
+            names = [o.get("output_type") + ":" + o.get("name", "") for o in cell.get("outputs", [])]
+            assert not any(a == b and a.startswith("stream") for a, b in zip(names, names[1:])), \
+                f"{where}: consecutive {names} messages not merged"
+            for o in streams:
+                assert not _bar_frames(o.text), f"{where}: repeated bar frames {_bar_frames(o.text)[:2]}"
+        size = path.stat().st_size
+        assert size < MAX_NOTEBOOK_BYTES, f"{path.name}: {size:,} bytes (limit {MAX_NOTEBOOK_BYTES:,})"
 
 
 def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
@@ -294,3 +374,78 @@ def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
         for k in ("white_box", "apgd_ce", "apgd_dlr", "transfer", "worst_case"):
             assert f"<td>{100 * scraps['masking'][pool][k]:.1f}</td>" in apgd_html, (pool, k)
     assert "cifar_table" not in scraps  # the CIFAR-10 part is a GPU job at the paper profile
+
+
+def test_tidy_notebook_writes_relative_paths_the_real_profile_and_smaller_pictures():
+    """``reproduce.tidy_notebook``, what every run's output and the committed notebooks go through: papermill's paths
+    relative to the repository (None outside it), the profile among the parameters, bar frames squashed, a
+    photographic PNG as JPEG and a few-colour one as a palette PNG (exact here), nothing else touched; a second pass
+    changes nothing."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from interpretgan.reproduce import SHRINK_ABOVE, tidy_notebook
+
+    def png(array):
+        buf = io.BytesIO()
+        Image.fromarray(array.astype(np.uint8)).save(buf, "PNG")
+        return buf.getvalue()
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:400, 0:400]
+    photo = np.stack([xx * 0.6, yy * 0.6, (xx + yy) * 0.3], -1) + rng.normal(0, 3, (400, 400, 3))
+    palette = rng.integers(0, 256, (200, 3))  # 200 colours, one per pixel at random
+    few = palette[rng.integers(0, 200, (500, 500))]
+    small = np.zeros((20, 20, 3))
+    images = [png(np.clip(photo, 0, 255)), png(few), png(small)]
+    assert len(images[0]) > SHRINK_ABOVE and len(images[1]) > SHRINK_ABOVE and len(images[2]) < SHRINK_ABOVE
+    cell = nbformat.v4.new_code_cell("plot()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text="\rfit:  50%|#  | 1/2"),
+                    nbformat.v4.new_output("stream", name="stderr", text="\rfit: 100%|###| 2/2\n")] + [
+        nbformat.v4.new_output("display_data", data={"image/png": base64.b64encode(b).decode(), "text/plain": "<Figure>"})
+        for b in images]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata.papermill = {"input_path": str(NB / "05_diagnose.ipynb"), "output_path": "/elsewhere/run/05.ipynb",
+                             "parameters": {"pooling": "avg"}, "duration": 1.0}
+    report = tidy_notebook(nb, "paper", {"epsilon": "8/255"})
+    run = nb.metadata.papermill
+    assert (run.input_path, run.output_path) == ("notebooks/05_diagnose.ipynb", None)
+    assert run.parameters == {"pooling": "avg", "epsilon": "8/255", "profile": "paper"} and run.duration == 1.0
+    assert report["outputs_removed"] == 1 and cell.outputs[0].text == "fit: 100%|###| 2/2\n"
+    jpeg, pal, kept = (o.data for o in cell.outputs[1:])
+    assert set(jpeg) == {"image/jpeg", "text/plain"} and set(pal) == set(kept) == {"image/png", "text/plain"}
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(jpeg["image/jpeg"]))), dtype=float)
+    assert np.abs(decoded - np.clip(photo, 0, 255).astype(np.uint8)).mean() < 3  # JPEG at quality 85
+    shrunk = Image.open(io.BytesIO(base64.b64decode(pal["image/png"])))
+    assert shrunk.mode == "P" and np.array_equal(np.asarray(shrunk.convert("RGB")), few.astype(np.uint8))
+    assert kept["image/png"] == base64.b64encode(images[2]).decode()
+    saved = len(images[0]) + len(images[1]) - len(base64.b64decode(jpeg["image/jpeg"])) - \
+        len(base64.b64decode(pal["image/png"]))
+    assert report["image_bytes_saved"] == saved > 0
+    nbformat.validate(nb)
+    once = nbformat.writes(nb)
+    assert tidy_notebook(nb, "paper") == {"outputs_removed": 0, "image_bytes_saved": 0} and nbformat.writes(nb) == once
+    with pytest.raises(ValueError, match="smoke, default, paper"):
+        tidy_notebook(nb, "huge")
+
+
+def test_reproduce_executed_refuses_to_replace_a_committed_copy_without_force(capsys):
+    """`python -m interpretgan.reproduce --profile paper --executed --only 06_pooling` replaced the committed
+    notebooks/executed/06_pooling.paper.ipynb without a word: it now stops before running anything, naming the file
+    and --force. Nothing is written."""
+    from interpretgan import reproduce
+
+    committed = EXECUTED / "06_pooling.paper.ipynb"
+    before = committed.read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        reproduce.main(["--profile", "paper", "--executed", "--only", "06_pooling"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "would replace the committed notebooks/executed/06_pooling.paper.ipynb" in err and "--force" in err
+    for argv in (["--force"], ["--inplace", "--executed"], ["--tidy", str(committed), "--only", "06_pooling"]):
+        with pytest.raises(SystemExit):
+            reproduce.main(argv)
+    assert committed.read_bytes() == before

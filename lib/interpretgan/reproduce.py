@@ -3,7 +3,13 @@
 Who should use it: ``make reproduce`` (``python -m interpretgan.reproduce``). Executed copies go to
 ``<artifacts>/notebooks/`` (``--inplace`` writes the outputs back into ``notebooks/``, which is how
 the committed notebooks are made; ``--executed`` writes ``notebooks/executed/<name>.<profile>.ipynb``, how a
-run of another profile is committed beside them); times go to ``<artifacts>/reproduce_times.json``.
+run of another profile is committed beside them, and refuses to replace a committed copy without ``--force``);
+times go to ``<artifacts>/reproduce_times.json``.
+
+Every notebook papermill writes is then tidied (:func:`tidy_notebook`): no path of the machine that ran it in its
+metadata, the parameters it really ran with (the profile included, which reaches the kernel through
+``INTERPRETGAN_PROFILE``), each text output as a reader sees it, and large pictures re-encoded.
+``--tidy PATH ...`` applies the same to notebooks already written (the committed ones) without running them.
 """
 from __future__ import annotations
 
@@ -45,6 +51,119 @@ def squash_streams(nb) -> int:
     return before - sum(len(cell.get("outputs", [])) for cell in nb.cells)
 
 
+#: PNG outputs above this many bytes are re-encoded (:func:`shrink_images`); smaller plots stay as matplotlib drew them.
+SHRINK_ABOVE = 100_000
+#: An image with more distinct colours than this is photographic (the face grids of 04 and 07): JPEG. One with fewer
+#: (plots, digit grids: anti-aliased text and grey strokes, a few hundred colours) becomes a 256-colour PNG.
+PHOTO_COLORS = 4096
+#: JPEG quality of photographic outputs: the faces keep their detail (mean error about 1/255) at a fifth of the PNG.
+JPEG_QUALITY = 85
+#: The largest error (in 1/255) a 256-colour palette may make on any pixel's channel; else the PNG stays full-colour.
+PALETTE_MAX_ERROR = 8
+
+
+def _reencode(png: bytes) -> tuple[str, bytes] | None:
+    """A smaller encoding of the PNG ``png``: ``("image/png", palette PNG)`` for few colours (at most
+    :data:`PALETTE_MAX_ERROR` off on any channel), ``("image/jpeg", ...)`` for photographic pictures; None when
+    nothing smaller is found or the picture has real transparency."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    im = Image.open(io.BytesIO(png))
+    if im.mode in ("RGBA", "LA") and im.getchannel("A").getextrema()[0] < 255:
+        return None  # transparency: neither a palette nor JPEG keeps it as drawn
+    rgb = im.convert("RGB")
+    out = io.BytesIO()
+    if rgb.getcolors(PHOTO_COLORS) is None:
+        rgb.save(out, "JPEG", quality=JPEG_QUALITY, optimize=True)
+        mime = "image/jpeg"
+    else:
+        pal = rgb.quantize(256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+        error = np.abs(np.asarray(pal.convert("RGB"), dtype=np.int16) - np.asarray(rgb, dtype=np.int16)).max()
+        (pal if error <= PALETTE_MAX_ERROR else rgb).save(out, "PNG", optimize=True)
+        mime = "image/png"
+    data = out.getvalue()
+    return (mime, data) if len(data) < 0.9 * len(png) else None
+
+
+def shrink_images(nb, above: int = SHRINK_ABOVE) -> int:
+    """Re-encode every PNG output larger than ``above`` bytes (:func:`_reencode`): photographic pictures as JPEG
+    (quality :data:`JPEG_QUALITY`), the rest as 256-colour PNGs. Modifies ``nb`` in place; returns the bytes saved
+    (decoded). A second pass changes nothing (a palette PNG is re-encoded only if that shrinks it by 10%).
+
+    At 100 dpi matplotlib's PNGs of 07's face grids reached 1.8 MB each (07 was 7.9 MB); as JPEG they are a fifth
+    of that, and 04's digit grids lose half their bytes in a palette of 256 colours (at most 1/255 off)."""
+    import base64
+
+    saved = 0
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            png = data.get("image/png")
+            if not png:
+                continue
+            raw = base64.b64decode(png)
+            if len(raw) <= above:
+                continue
+            new = _reencode(raw)
+            if new is None:
+                continue
+            mime, blob = new
+            del data["image/png"]
+            data[mime] = base64.b64encode(blob).decode("ascii")
+            saved += len(raw) - len(blob)
+    return saved
+
+
+def _repo_relative(path) -> str | None:
+    """``path`` relative to the repository root (POSIX), or None when it lies outside it: a stored notebook names no
+    folder of the machine that ran it."""
+    from pathlib import Path
+
+    if not path:
+        return None
+    try:
+        return Path(path).resolve().relative_to(paths.REPO_ROOT).as_posix()
+    except ValueError:
+        return None
+
+
+def tidy_notebook(nb, profile: str, parameters: dict | None = None) -> dict:
+    """What a stored run keeps, in place on ``nb`` (a papermill output): ``metadata.papermill``'s input and output
+    paths relative to the repository (None outside it), its ``parameters`` the ones the run really had (``profile``,
+    which reaches the kernel through ``INTERPRETGAN_PROFILE`` and so is not among papermill's, plus ``parameters``),
+    the text outputs as drawn (:func:`squash_streams`) and large pictures re-encoded (:func:`shrink_images`).
+    Returns what changed: ``{"outputs_removed": n, "image_bytes_saved": n}``. A second pass changes nothing."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {profile!r}")
+    meta = nb.metadata.setdefault("papermill", {})
+    for key in ("input_path", "output_path"):
+        if key in meta:
+            meta[key] = _repo_relative(meta[key])
+    meta["parameters"] = {**(meta.get("parameters") or {}), **(parameters or {}), "profile": profile}
+    return {"outputs_removed": squash_streams(nb), "image_bytes_saved": shrink_images(nb)}
+
+
+def profile_of(path) -> str | None:
+    """The profile a notebook's file name says (``notebooks/executed/<name>.<profile>.ipynb``), else None."""
+    from pathlib import Path
+
+    parts = Path(path).name.split(".")
+    return parts[-2] if len(parts) >= 3 and parts[-2] in PROFILES else None
+
+
+def tidy_file(path, profile: str, parameters: dict | None = None) -> dict:
+    """:func:`tidy_notebook` on the notebook file ``path``, written back only when something changed."""
+    nb = nbformat.read(str(path), as_version=4)
+    before = nbformat.writes(nb)
+    report = tidy_notebook(nb, profile, parameters)
+    if nbformat.writes(nb) != before:
+        nbformat.write(nb, str(path))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="default", choices=tuple(PROFILES))
@@ -52,10 +171,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executed", action="store_true",
                     help="write notebooks/executed/<name>.<profile>.ipynb (a committed run of another profile, kept "
                          "out of nbval's collection)")
+    ap.add_argument("--force", action="store_true",
+                    help="with --executed: replace a committed copy that exists (refused without it)")
     ap.add_argument("--only", nargs="*", help="notebook names (e.g. 01_train) to run; default: all that exist")
     ap.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                     help="extra parameter passed to every notebook")
+    ap.add_argument("--tidy", nargs="+", metavar="PATH",
+                    help="run nothing: tidy these executed notebooks as a run's output is tidied (relative paths and "
+                         "the real parameters in their metadata, text outputs as drawn, large pictures re-encoded); "
+                         "the profile is the one in a name <name>.<profile>.ipynb, else --profile")
     args = ap.parse_args(argv)
+    if args.tidy:
+        if args.inplace or args.executed or args.only or args.parameter:
+            ap.error("--tidy runs nothing: it does not go with --inplace, --executed, --only or -p")
+        for path in args.tidy:
+            report = tidy_file(path, profile_of(path) or args.profile)
+            print(f"{path}: {report['outputs_removed']} outputs merged, {report['image_bytes_saved']:,} image bytes "
+                  f"saved", flush=True)
+        return 0
+    if args.inplace and args.executed:
+        ap.error("--inplace and --executed write to different places: choose one")
+    if args.force and not args.executed:
+        ap.error("--force only applies to --executed (it allows replacing a committed copy)")
     nb_dir = paths.REPO_ROOT / "notebooks"
     out_dir = paths.artifacts_root() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -66,11 +203,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["INTERPRETGAN_PROFILE"] = args.profile
     os.environ[TEXT_ENV] = "1"  # text progress bars: the stored output shows each loop finished, not its first frame
     params = dict(args.parameter)
+    if args.executed and not args.force:
+        existing = [nb_dir / "executed" / f"{n}.{args.profile}.ipynb" for n in names]
+        existing = [p.relative_to(paths.REPO_ROOT).as_posix() for p in existing if p.exists()]
+        if existing:
+            ap.error(f"--executed would replace the committed {', '.join(existing)}; add --force to replace "
+                     f"{'it' if len(existing) == 1 else 'them'} (git keeps the old copy)")
+    if args.inplace:
+        print(f"--inplace: the outputs of {', '.join(names)} are written back into notebooks/ (the committed "
+              f"copies)", flush=True)
     for name in names:
         src = nb_dir / f"{name}.ipynb"
         if args.executed:
             dst = nb_dir / "executed" / f"{name}.{args.profile}.ipynb"
             dst.parent.mkdir(exist_ok=True)
+            if dst.exists():
+                print(f"   replacing the committed {dst.relative_to(paths.REPO_ROOT).as_posix()} (--force)", flush=True)
         else:
             dst = src if args.inplace else out_dir / f"{name}.ipynb"
         print(f"== {name} ({args.profile}) -> {dst}", flush=True)
@@ -78,9 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         pm.execute_notebook(str(src), str(dst), parameters=params, kernel_name=KERNEL, cwd=str(nb_dir),
                             progress_bar=False, log_output=False)
         times[name] = round(time.perf_counter() - t0, 1)
-        nb = nbformat.read(str(dst), as_version=4)
-        if squash_streams(nb):
-            nbformat.write(nb, str(dst))
+        tidy_file(dst, args.profile, params)
         print(f"   {times[name]:.0f} s", flush=True)
     record = {"profile": args.profile, "seconds": times, "total_seconds": round(sum(times.values()), 1),
               "shipped_weights": str(paths.weights_dir()), "machine": machine()}
