@@ -93,3 +93,23 @@ def test_headless_runs_get_text_progress_bars(monkeypatch):
     monkeypatch.delenv(progress.TEXT_ENV)
     bar = progress.tqdm(range(3), disable=True)
     assert isinstance(bar, text)  # tqdm.auto's choice (a subclass in a notebook, text elsewhere)
+
+
+def test_distributed_offers_and_accepts_only_the_datasets_with_an_atta_schedule(capsys):
+    """`torchrun ... -m interpretgan.distributed --dataset celeba` was offered by --help and always failed after the
+    process group started (the CelebA model is trained naturally only): the parser now refuses it and says why."""
+    import pytest
+
+    from interpretgan import distributed
+
+    assert distributed.atta_datasets() == ["mnist", "cifar10"]
+    with pytest.raises(SystemExit) as stop:
+        distributed.main(["--dataset", "celeba"])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --dataset: 'celeba' cannot be trained with ATTA here" in err and "naturally only" in err
+    assert "choose from mnist, cifar10" in err
+    with pytest.raises(SystemExit):
+        distributed.main(["--help"])
+    out = capsys.readouterr().out
+    assert "{mnist,cifar10}" in out and "celeba" in out.split("--dataset {mnist,cifar10}")[-1]  # its help says why
