@@ -1,9 +1,11 @@
 """The live widgets of 04 and 05 in a real JupyterLab driven by headless Chromium (Playwright with the system
-browser): open the notebook, run all cells, move the epsilon slider, and check that the figure's pixels change.
+browser): open the notebook, run all cells, move the epsilon slider, and check that the figure's pixels change; in
+04, also drive the layer picker from the keyboard and check that the notebook's cell selection does not move.
 
 Skipped where Chromium or Playwright is missing (``.ci/run`` installs both). The notebooks run at the test
 profile (smoke) on copies in a temporary folder, so nothing is written into ``notebooks/``.
 """
+import contextlib
 import io
 import os
 import re
@@ -126,9 +128,10 @@ def _wait_for_the_widget(page, widget, notebook: str, dialogs: list[str]) -> Non
                 f"JupyterLab's dialogs: {dialogs}")
 
 
-def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Open ``notebook``, run all cells, wait for the last widget's figure, screenshot it, drag the widget's
-    epsilon slider ``steps`` grid steps to the right, wait for the redraw and screenshot again."""
+@contextlib.contextmanager
+def _ran_all_cells(url: str, notebook: str):
+    """Open ``notebook`` in JupyterLab, run all cells and wait for the last interactive widget's figure and an idle
+    kernel; yields ``(page, widget, dialogs)``."""
     sync_playwright = playwright.sync_playwright
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
@@ -156,33 +159,64 @@ def _run_all_and_move_epsilon(url: str, notebook: str, steps: int) -> tuple[np.n
         figure.wait_for(timeout=RUN_TIMEOUT * 1000)
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle'] >> visible=true").first.wait_for(timeout=RUN_TIMEOUT * 1000)
         _dismiss_dialogs(page, dialogs)
-        figure.scroll_into_view_if_needed()
-        before_src = figure.get_attribute("src")
-        before = _pixels(figure.screenshot())
-        slider = widget.locator(".widget-slider", has_text="epsilon").first
-        handle = slider.locator(".noUi-handle").first
-        handle.scroll_into_view_if_needed()
-        track = slider.locator(".noUi-base").first
-        box, hbox = track.bounding_box(), handle.bounding_box()
-        x0, y0 = hbox["x"] + hbox["width"] / 2, hbox["y"] + hbox["height"] / 2
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        # right by ``steps`` px, or left when the handle sits at the right end
-        target = x0 + steps if x0 + steps < box["x"] + box["width"] else box["x"] + 1
-        page.mouse.move(target, y0, steps=10)
-        page.mouse.up()  # continuous_update=False: the widget recomputes now
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            img = widget.locator(".widget-output img").first
-            if img.count() and img.get_attribute("src") != before_src:
-                break
-            time.sleep(1)
-        else:
-            pytest.fail(f"{notebook}: the figure did not change within 300 s of moving the epsilon slider; "
-                        f"JupyterLab's dialogs: {dialogs}")
-        after = _pixels(widget.locator(".widget-output img").first.screenshot())
-        browser.close()
-    return before, after
+        try:
+            yield page, widget, dialogs
+        finally:
+            browser.close()
+
+
+def _redrawn(widget, before_src: str, what: str, dialogs: list[str]) -> np.ndarray:
+    """Wait up to 300 s for the widget's figure to be replaced (its src differs from ``before_src``); its pixels."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        img = widget.locator(".widget-output img").first
+        if img.count() and img.get_attribute("src") != before_src:
+            img.scroll_into_view_if_needed()
+            return _pixels(img.screenshot())
+        time.sleep(1)
+    pytest.fail(f"the figure did not change within 300 s of {what}; JupyterLab's dialogs: {dialogs}")
+
+
+def _move_epsilon(page, widget, steps: int, dialogs: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Screenshot the widget's figure, drag its epsilon slider ``steps`` pixels to the right (left at the right end),
+    wait for the redraw; the figure's pixels before and after."""
+    figure = widget.locator(".widget-output img").first
+    figure.scroll_into_view_if_needed()
+    before_src = figure.get_attribute("src")
+    before = _pixels(figure.screenshot())
+    slider = widget.locator(".widget-slider", has_text="epsilon").first
+    handle = slider.locator(".noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    track = slider.locator(".noUi-base").first
+    box, hbox = track.bounding_box(), handle.bounding_box()
+    x0, y0 = hbox["x"] + hbox["width"] / 2, hbox["y"] + hbox["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    # right by ``steps`` px, or left when the handle sits at the right end
+    target = x0 + steps if x0 + steps < box["x"] + box["width"] else box["x"] + 1
+    page.mouse.move(target, y0, steps=10)
+    page.mouse.up()  # continuous_update=False: the widget recomputes now
+    return before, _redrawn(widget, before_src, "moving the epsilon slider", dialogs)
+
+
+def _notebook_selection(page) -> dict:
+    """Which notebook cell is active, which are selected, and the focused element's classes."""
+    return page.evaluate("""() => {
+        const cells = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell')];
+        return {active: cells.findIndex(c => c.classList.contains('jp-mod-active')),
+                selected: cells.flatMap((c, i) => c.classList.contains('jp-mod-selected') ? [i] : []),
+                focus: String(document.activeElement && document.activeElement.className)};
+    }""")
+
+
+def _picker_value(picker) -> str:
+    """What a layer picker shows as chosen: a list's selected options joined by commas, or a slider's readout."""
+    return picker.evaluate("""el => {
+        const list = el.querySelector('select');
+        if (list) return [...list.selectedOptions].map(o => o.value).join(',');
+        const readout = el.querySelector('.widget-readout');
+        return readout ? readout.textContent.trim() : '';
+    }""")
 
 
 def _changed(before: np.ndarray, after: np.ndarray) -> float:
@@ -190,8 +224,42 @@ def _changed(before: np.ndarray, after: np.ndarray) -> float:
     return float((np.abs(before[:h, :w] - after[:h, :w]).sum(-1) > 30).mean())
 
 
-@pytest.mark.parametrize("notebook, pixels", [("04_visualize.ipynb", 40), ("05_diagnose.ipynb", 40)])
-def test_moving_the_epsilon_slider_redraws_the_figure(lab, notebook, pixels):
-    before, after = _run_all_and_move_epsilon(lab, notebook, pixels)
+def test_04_epsilon_slider_and_the_layer_picker_from_the_keyboard(lab):
+    """04's widget: dragging epsilon redraws the figure; and its layer picker works from the keyboard in JupyterLab
+    (issue 32: the multiple-selection list gave its arrow keys to the notebook, Shift+Down selected the next cell).
+    Focused (as Tab does), the picker's upper handle takes Shift+Down and then ArrowLeft: each drops the last layer
+    shown (conv1-fc3 -> conv1-fc2 -> conv1-fc1), the figure is redrawn each time (one column fewer), and the
+    notebook's active cell, its selection and the focus stay where they were."""
+    with _ran_all_cells(lab, "04_visualize.ipynb") as (page, widget, dialogs):
+        before, after = _move_epsilon(page, widget, 40, dialogs)
+        assert before.shape[0] > 100 and before.shape[1] > 200  # a real figure, not an empty box
+        assert _changed(before, after) > 0.001, "04_visualize.ipynb: the figure's pixels did not change"
+
+        # the control labelled "layers", whatever it is; its keyboard target: a list's select, or a range's upper handle
+        picker = widget.locator(".widget-inline-hbox", has=page.locator(".widget-label", has_text="layers")).first
+        target = picker.locator("select, .noUi-handle-upper").first
+        target.scroll_into_view_if_needed()
+        target.focus()  # where Tab puts the keyboard
+        notebook = _notebook_selection(page)
+        assert notebook["active"] >= 0 and notebook["selected"] == [notebook["active"]], notebook
+        first = _picker_value(picker)
+        widths = [after.shape[1]]
+        for key, shown in (("Shift+ArrowDown", "conv1-fc2"), ("ArrowLeft", "conv1-fc1")):
+            src = widget.locator(".widget-output img").first.get_attribute("src")
+            page.keyboard.press(key)
+            now = _notebook_selection(page)
+            assert now == notebook, f"{key} on the layer picker moved the notebook: {notebook} -> {now}"
+            assert _picker_value(picker) == shown, (key, _picker_value(picker))
+            widths.append(_redrawn(widget, src, f"pressing {key} on the layer picker", dialogs).shape[1])
+            assert _notebook_selection(page) == notebook
+    assert first == "conv1-fc3"  # every layer at first, as a range
+    # one layer column fewer: the first step narrows the picture by a column (1.15 in at the inline backend's 100 dpi,
+    # about 115 px); below six layers the suptitle sets the width, so the second step narrows it less or not at all
+    assert 80 < widths[0] - widths[1] < 160 and widths[1] >= widths[2], widths
+
+
+def test_05_moving_the_epsilon_slider_redraws_the_figure(lab):
+    with _ran_all_cells(lab, "05_diagnose.ipynb") as (page, widget, dialogs):
+        before, after = _move_epsilon(page, widget, 40, dialogs)
     assert before.shape[0] > 100 and before.shape[1] > 200  # a real figure, not an empty box
-    assert _changed(before, after) > 0.001, f"{notebook}: the figure's pixels did not change"
+    assert _changed(before, after) > 0.001, "05_diagnose.ipynb: the figure's pixels did not change"

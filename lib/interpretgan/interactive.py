@@ -81,26 +81,43 @@ def figure3(models: dict, test_set, indices, epsilon: float = 0.3, layers=None, 
     return fig, labels
 
 
+def layer_span(names, span) -> list[str]:
+    """The layers of ``names`` (in the model's order) from ``span[0]`` to ``span[1]``, both included, whichever way
+    round: what :func:`figure3_widget`'s layer picker (a range over the layers) stands for."""
+    names = list(names)
+    for name in span:
+        if name not in names:
+            raise ValueError(f"layer span {tuple(span)!r}: {name!r} is not among the layers {', '.join(names)}")
+    lo, hi = sorted(names.index(name) for name in span)
+    return names[lo:hi + 1]
+
+
 def figure3_widget(models: dict, test_set, epsilon: float = 0.3, max_index: int = 99, eps_max: float = 0.5,
                    eps_step: float = 0.02, **figure_kwargs):
-    """ipywidgets for :func:`figure3`: the image index, epsilon (``eps_step`` to ``eps_max``) and the layers
-    (all visible); releasing a control recomputes the attack and redraws (not every step of a drag).
-    ``figure_kwargs`` go to :func:`figure3` (e.g. the attack's ``steps`` and ``alpha`` and ``class_names``).
-    In a headless run the initial state is also drawn as a static figure (see :func:`_static`)."""
+    """ipywidgets for :func:`figure3`: the image index, epsilon (``eps_step`` to ``eps_max``) and the layers shown,
+    a range from a first to a last layer (all at first); releasing a control recomputes the attack and redraws (not
+    every step of a drag). ``figure_kwargs`` go to :func:`figure3` (e.g. the attack's ``steps`` and ``alpha`` and
+    ``class_names``). In a headless run the initial state is also drawn as a static figure (see :func:`_static`).
+
+    Every control is a slider, so each works from the keyboard in JupyterLab too: click (or Tab to) a handle, then
+    the arrow keys (Shift+arrows as well), Home and End move it. The layer picker was a multiple-selection list
+    (``SelectMultiple``, an HTML select), whose arrow keys JupyterLab takes for the notebook (Shift+Down selected the
+    next cell); a slider's handle keeps them (noUiSlider handles the key and marks the event handled, which
+    JupyterLab's shortcuts respect). Any other set of layers: :func:`figure3`'s ``layers``."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
-    layers = list(next(iter(models.values()))[1])
+    names = list(next(iter(models.values()))[1])
 
     def view(index, epsilon, layers):
-        fig, _ = figure3(models, test_set, [index], epsilon, list(layers), **figure_kwargs)
+        fig, _ = figure3(models, test_set, [index], epsilon, layer_span(names, layers), **figure_kwargs)
         plt.show()
 
     controls = dict(index=w.IntSlider(0, 0, max_index, description="image", continuous_update=False),
                     epsilon=w.FloatSlider(value=epsilon, min=eps_step, max=eps_max, step=eps_step,
                                           description="epsilon", readout_format=".4f", continuous_update=False),
-                    layers=w.SelectMultiple(options=layers, value=tuple(layers), rows=len(layers),
-                                            description="layers"))
+                    layers=w.SelectionRangeSlider(options=names, index=(0, len(names) - 1), description="layers",
+                                                  continuous_update=False, layout=w.Layout(width="420px")))
     return _static(view, controls, w.interactive(view, **controls))
 
 
