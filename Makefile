@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python ($(KERNEL))"
 	touch $(STAMP)
+	@echo "environment ready in $(VENV)/: activate it with  source $(BIN)/activate  (the README's commands assume it)"
 
 setup: $(STAMP)
 

@@ -445,7 +445,41 @@ def test_reproduce_executed_refuses_to_replace_a_committed_copy_without_force(ca
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "would replace the committed notebooks/executed/06_pooling.paper.ipynb" in err and "--force" in err
-    for argv in (["--force"], ["--inplace", "--executed"], ["--tidy", str(committed), "--only", "06_pooling"]):
+    for argv in (["--force"], ["--inplace", "--executed"], ["--tidy", str(committed), "--only", "06_pooling"],
+                 ["--write-readme", "--only", "01_train"]):
         with pytest.raises(SystemExit):
             reproduce.main(argv)
     assert committed.read_bytes() == before
+
+
+def test_readme_committed_runs_table_is_generated_from_the_notebooks(tmp_path):
+    """Issue 32, item 8: the README's figures of committed runs (03's 32.2 min against its record's 32.4; 05's slider
+    grid "14 s" against its bar's 53 s) were written by hand. The README's committed-runs block is now
+    ``reproduce.committed_runs_table()``, made from the notebooks' own records; checked here on the committed
+    notebooks and on a made-up one (hours in a bar's clock, bars under 10 s left out, the longest first)."""
+    from interpretgan.paths import REPO_ROOT
+    from interpretgan.reproduce import RUNS_BEGIN, RUNS_END, committed_runs_table
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    block = readme.split(RUNS_BEGIN + "\n")[1].split("\n" + RUNS_END)[0]
+    assert block == committed_runs_table(), "run: python -m interpretgan.reproduce --write-readme"
+    rows = block.splitlines()[2:]
+    assert len(rows) == len(_committed_notebooks())
+    for path, row in zip(_committed_notebooks(), rows):
+        run = nbformat.read(str(path), as_version=4).metadata.papermill
+        seconds = float(run.duration)
+        wall = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        assert row.startswith(f"| `{path.relative_to(REPO_ROOT).as_posix()}` | {run.parameters['profile']} | {wall} |")
+    assert "32.4 min" in rows[2] and "epsilon grid 53 s" in rows[4]  # 03 and 05, as their records say
+
+    (tmp_path / "notebooks").mkdir()
+    cell = nbformat.v4.new_code_cell("fit()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
+        "short: 100%|###| 5/5 [00:09<00:00,  1.00it/s]\n"
+        "long fit: 100%|###| 9/9 [1:02:03<00:00,  9.00s/it]\n"
+        "medium: 100%|###| 3/3 [00:42<00:00,  3.00s/it]\n"))]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata.papermill = {"duration": 3725.0, "end_time": "2026-12-07T10:00:00+00:00", "parameters": {"profile": "paper"}}
+    nbformat.write(nb, str(tmp_path / "notebooks" / "08_made_up.ipynb"))
+    made_up = committed_runs_table(tmp_path).splitlines()[2:]
+    assert made_up == ["| `notebooks/08_made_up.ipynb` | paper | 62.1 min | 2026-12-07 | long fit 3723 s, medium 42 s |"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -164,6 +165,64 @@ def tidy_file(path, profile: str, parameters: dict | None = None) -> dict:
     return report
 
 
+#: A text progress bar's last frame: its description, the count and the elapsed time (``[mm:ss<`` or ``[h:mm:ss<``).
+_BAR = re.compile(r"^(?P<desc>[^\n|]*?):?\s*\d+%\|[^|]*\|\s*\d+/\d+\s*\[(?P<elapsed>[\d:]+)<")
+#: Where the README holds :func:`committed_runs_table`.
+RUNS_BEGIN, RUNS_END = "<!-- runs:begin -->", "<!-- runs:end -->"
+
+
+def _seconds(clock: str) -> int:
+    total = 0
+    for part in clock.split(":"):
+        total = total * 60 + int(part)
+    return total
+
+
+def committed_runs_table(root=None, loops: int = 3, at_least: int = 10) -> str:
+    """The committed notebooks' own record of their runs as a Markdown table (the README's block between
+    :data:`RUNS_BEGIN` and :data:`RUNS_END`; ``python -m interpretgan.reproduce --write-readme`` writes it): for each
+    of ``notebooks/*.ipynb`` and ``notebooks/executed/*.ipynb`` under ``root`` (default: the repository), the profile
+    and wall time papermill recorded (``metadata.papermill``), the day it finished, and its ``loops`` longest progress
+    bars of at least ``at_least`` seconds (each bar's stored last frame)."""
+    from pathlib import Path
+
+    root = Path(root) if root is not None else paths.REPO_ROOT
+    lines = ["| committed notebook | profile | wall time | finished (UTC) | longest loops (their bars' last frames) |",
+             "| --- | --- | --- | --- | --- |"]
+    for path in sorted((root / "notebooks").glob("*.ipynb")) + sorted((root / "notebooks" / "executed").glob("*.ipynb")):
+        nb = nbformat.read(str(path), as_version=4)
+        run = nb.metadata.get("papermill", {})
+        if "duration" not in run:
+            continue
+        bars = []
+        for cell in nb.cells:
+            for out in cell.get("outputs", []):
+                if out.get("output_type") == "stream":
+                    bars += [(_seconds(m["elapsed"]), m["desc"].strip()) for m in map(_BAR.match, out.text.split("\n"))
+                             if m]
+        longest = sorted((b for b in bars if b[0] >= at_least), key=lambda b: -b[0])[:loops]
+        seconds = float(run["duration"])
+        wall = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+        lines.append(f"| `{path.relative_to(root).as_posix()}` | {run.get('parameters', {}).get('profile', '?')} | "
+                     f"{wall} | {str(run.get('end_time', '?'))[:10]} | "
+                     f"{', '.join(f'{desc} {t} s' for t, desc in longest) or '-'} |")
+    return "\n".join(lines)
+
+
+def write_readme_runs(readme=None) -> bool:
+    """Rewrite the README's committed-runs block from the committed notebooks; returns whether it changed."""
+    readme = readme or paths.REPO_ROOT / "README.md"
+    text = readme.read_text()
+    if RUNS_BEGIN not in text or RUNS_END not in text:
+        raise ValueError(f"{readme} has no {RUNS_BEGIN} ... {RUNS_END} block to hold the committed-runs table")
+    head, rest = text.split(RUNS_BEGIN, 1)
+    _, tail = rest.split(RUNS_END, 1)
+    new = f"{head}{RUNS_BEGIN}\n{committed_runs_table()}\n{RUNS_END}{tail}"
+    if new != text:
+        readme.write_text(new)
+    return new != text
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--profile", default="default", choices=tuple(PROFILES))
@@ -180,7 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="run nothing: tidy these executed notebooks as a run's output is tidied (relative paths and "
                          "the real parameters in their metadata, text outputs as drawn, large pictures re-encoded); "
                          "the profile is the one in a name <name>.<profile>.ipynb, else --profile")
+    ap.add_argument("--write-readme", action="store_true",
+                    help="run nothing: rewrite the README's table of committed runs (profile, wall time, longest "
+                         "loops) from the committed notebooks' own records")
     args = ap.parse_args(argv)
+    if args.write_readme:
+        if args.tidy or args.inplace or args.executed or args.only or args.parameter:
+            ap.error("--write-readme runs nothing: it does not go with --tidy, --inplace, --executed, --only or -p")
+        print("README updated" if write_readme_runs() else "README already up to date")
+        return 0
     if args.tidy:
         if args.inplace or args.executed or args.only or args.parameter:
             ap.error("--tidy runs nothing: it does not go with --inplace, --executed, --only or -p")
