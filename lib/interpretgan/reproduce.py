@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 
 import nbformat
 import papermill as pm
@@ -121,8 +122,6 @@ def shrink_images(nb, above: int = SHRINK_ABOVE) -> int:
 def _repo_relative(path) -> str | None:
     """``path`` relative to the repository root (POSIX), or None when it lies outside it: a stored notebook names no
     folder of the machine that ran it."""
-    from pathlib import Path
-
     if not path:
         return None
     try:
@@ -149,8 +148,6 @@ def tidy_notebook(nb, profile: str, parameters: dict | None = None) -> dict:
 
 def profile_of(path) -> str | None:
     """The profile a notebook's file name says (``notebooks/executed/<name>.<profile>.ipynb``), else None."""
-    from pathlib import Path
-
     parts = Path(path).name.split(".")
     return parts[-2] if len(parts) >= 3 and parts[-2] in PROFILES else None
 
@@ -166,7 +163,7 @@ def tidy_file(path, profile: str, parameters: dict | None = None) -> dict:
 
 
 #: A text progress bar's last frame: its description, the count and the elapsed time (``[mm:ss<`` or ``[h:mm:ss<``).
-_BAR = re.compile(r"^(?P<desc>[^\n|]*?):?\s*\d+%\|[^|]*\|\s*\d+/\d+\s*\[(?P<elapsed>[\d:]+)<")
+_BAR = r"^(?P<desc>[^\n|]*?):?\s*\d+%\|[^|]*\|\s*\d+/\d+\s*\[(?P<elapsed>[\d:]+)<"
 #: Where the README holds :func:`committed_runs_table`.
 RUNS_BEGIN, RUNS_END = "<!-- runs:begin -->", "<!-- runs:end -->"
 
@@ -184,8 +181,6 @@ def committed_runs_table(root=None, loops: int = 3, at_least: int = 10) -> str:
     of ``notebooks/*.ipynb`` and ``notebooks/executed/*.ipynb`` under ``root`` (default: the repository), the profile
     and wall time papermill recorded (``metadata.papermill``), the day it finished, and its ``loops`` longest progress
     bars of at least ``at_least`` seconds (each bar's stored last frame)."""
-    from pathlib import Path
-
     root = Path(root) if root is not None else paths.REPO_ROOT
     lines = ["| committed notebook | profile | wall time | finished (UTC) | longest loops (their bars' last frames) |",
              "| --- | --- | --- | --- | --- |"]
@@ -198,8 +193,8 @@ def committed_runs_table(root=None, loops: int = 3, at_least: int = 10) -> str:
         for cell in nb.cells:
             for out in cell.get("outputs", []):
                 if out.get("output_type") == "stream":
-                    bars += [(_seconds(m["elapsed"]), m["desc"].strip()) for m in map(_BAR.match, out.text.split("\n"))
-                             if m]
+                    matches = (re.match(_BAR, line) for line in out.text.split("\n"))
+                    bars += [(_seconds(m["elapsed"]), m["desc"].strip()) for m in matches if m]
         longest = sorted((b for b in bars if b[0] >= at_least), key=lambda b: -b[0])[:loops]
         seconds = float(run["duration"])
         wall = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
