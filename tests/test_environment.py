@@ -72,4 +72,4 @@ def test_readme_shipped_weights_block_is_generated_from_the_manifest():
 
     readme = (REPO_ROOT / "README.md").read_text()
     block = readme.split("<!-- shipped:begin -->\n")[1].split("\n<!-- shipped:end -->")[0]
-    assert block == cache.shipped_summary(), "run: python -m interpretgan.cache"
+    assert block == cache.shipped_summary(), "run: python -m interpretgan.cache --write-readme"

@@ -257,3 +257,65 @@ def test_lazy_fit_computes_the_penalty_on_every_kth_critic_step(weak_model, trai
     _, hist = gan.fit_layer(weak_model, "fc3", train_set.subset(600, seed=3), settings, progress=False, exact=True)
     assert len(calls) == 10
     assert all(np.isfinite(hist["gp"])) and all(np.isfinite(hist["loss_d"]))
+
+
+def test_phase_schedule_of_a_warm_start_has_no_fade_in():
+    s = gan.GANSettings(images=(0, 0, 0, 400))
+    assert gan.phase_at(s, 0) == (3, 1.0) and gan.phase_at(s, 200) == (3, 1.0)
+    s = gan.GANSettings(images=(0, 0, 100, 400))
+    assert gan.phase_at(s, 0) == (2, 1.0) and gan.phase_at(s, 100) == (3, 0.0) and gan.phase_at(s, 200) == (3, 0.5)
+
+
+def test_balanced_sampler_draws_each_class_equally_often_and_is_a_function_of_the_step(train_set):
+    from interpretgan.data import ImageSet
+    # a skewed set: 900 zeros, 100 ones
+    idx = torch.cat([torch.nonzero(train_set.labels == 0).flatten()[:900],
+                     torch.nonzero(train_set.labels == 1).flatten()[:100]])
+    skewed = train_set.take(idx)
+    settings = gan.GANSettings(batch_size=100, balanced=True, flip=True)
+    batch_at = gan._sampler(skewed, settings, seed=4)
+    drawn = torch.cat([batch_at(100 * k, k)[0] for k in range(200)])
+    share_ones = float((skewed.labels[drawn] == 1).double().mean())
+    assert share_ones == pytest.approx(0.5, abs=0.02)  # 20,000 draws: sd 0.0035
+    i1, f1 = batch_at(500, 5)
+    i2, f2 = gan._sampler(skewed, settings, seed=4)(500, 5)
+    assert torch.equal(i1, i2) and torch.equal(f1, f2)  # what a resumed fit draws
+    assert 30 < int(f1.sum()) < 70
+    # without it: shuffled epochs, every image once per epoch, no flips
+    plain = gan._sampler(skewed, dataclasses.replace(settings, balanced=False, flip=False), seed=4)
+    epoch = torch.cat([plain(100 * k, k)[0] for k in range(10)])
+    assert sorted(epoch.tolist()) == list(range(1000)) and plain(0, 0)[1] is None
+    x = torch.rand(4, 3, 2, 5)
+    flipped = gan._flipped(x, torch.tensor([True, False, True, False]))
+    assert torch.equal(flipped[0], x[0].flip(-1)) and torch.equal(flipped[1], x[1])
+
+
+def test_new_settings_leave_earlier_cache_keys_unchanged():
+    plain = gan.GANSettings()
+    assert set(plain.as_dict()) == {f.name for f in dataclasses.fields(plain)} - set(gan.GANSettings.LATER_FIELDS)
+    asked = dataclasses.replace(plain, augment=("translation",), balanced=True, distill_images=640).as_dict()
+    assert asked["augment"] == ["translation"] and asked["balanced"] is True and asked["distill_images"] == 640
+
+
+def test_warm_start_takes_the_priors_generator_and_learns_its_codes(weak_model, train_set, test_set):
+    settings = dataclasses.replace(TINY, images=(0, 0, 0, 64), distill_images=3_200)
+    tr = train_set.subset(600, seed=3)
+    prior, _ = gan.fit_layer(weak_model, "conv2", tr, TINY, seed=5, progress=False, exact=True)
+    x, _ = test_set.subset(64, seed=1).tensors()
+    torch.manual_seed(0)
+    nets = gan._build_nets(latent_shapes(SmallCNN())["conv4"], 1, settings, torch.device("cpu"), exact=True)
+    mse = gan.warm_start(nets, weak_model, "conv4", prior, tr, settings, seed=0, device=torch.device("cpu"), exact=True)
+    for a, b in zip(nets.G_ema.state_dict().values(), prior.generator.state_dict().values()):
+        assert torch.equal(a, b)
+    assert mse[-1] < 0.5 * mse[0]  # C learns the prior's codes
+    with torch.no_grad():
+        want = prior.compression(gan.latent_of(weak_model, x, "conv2"))
+        nets.C_ema.eval()
+        got = nets.C_ema(gan.latent_of(weak_model, x, "conv4"))
+    assert F.mse_loss(got, want) < 0.5 * F.mse_loss(torch.zeros_like(want), want)
+    # the whole fit with a prior: its history records the warm-up; a mismatched prior is refused
+    expl, hist = gan.fit_layer(weak_model, "conv4", tr, settings, seed=0, progress=False, exact=True, prior=prior)
+    assert len(hist["distill_mse"]) == 10 and hist["images"][-1] == 64
+    with pytest.raises(ValueError, match="does not fit"):
+        gan.fit_layer(weak_model, "conv4", tr, dataclasses.replace(settings, code_dim=16), progress=False, exact=True,
+                      prior=prior)

@@ -91,3 +91,49 @@ def test_evaluate_an_identity_explainer_matches_the_real_digits(weak_model, test
     assert row["class-mean share"] == pytest.approx(ref["class-mean share"])
     assert row["same-label distance"] == pytest.approx(ref["same-label distance"])
     assert 0.1 < ref["class-mean share"] < 0.4 and 7 < ref["same-label distance"] < 11  # MNIST's own
+
+
+def _spread_images(n: int, seed: int = 0) -> torch.Tensor:
+    """n random 1 x 8 x 8 images in [0, 1]: any two lie about 2.3 apart (far above 0.5)."""
+    return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+
+
+def test_retrieval_of_a_perfect_copy_a_template_and_a_shuffle():
+    x = _spread_images(60)
+    labels = torch.arange(60) % 3
+    assert quality.retrieval(x, x, labels) == 1.0
+    # one template per label: never strictly nearer to its own input than to all 19 others of the label
+    templates = torch.stack([x[labels == c].mean(0) for c in range(3)])[labels]
+    assert quality.retrieval(templates, x, labels) <= 3 / 60
+    # each explanation is another same-label input: its own input is never the nearest
+    shifted = torch.cat([x[labels == c].roll(1, 0) for c in range(3)])
+    ordered = torch.cat([labels[labels == c] for c in range(3)])
+    inputs = torch.cat([x[labels == c] for c in range(3)])
+    assert quality.retrieval(shifted, inputs, ordered) == 0.0
+    # a copy with small noise still finds its input; the label restricts the search
+    assert quality.retrieval(x + 0.01 * torch.randn_like(x), x, labels) == 1.0
+
+
+def test_distinct_count_of_copies_templates_and_near_duplicates():
+    x = _spread_images(50)
+    assert quality.distinct_count(x, threshold=0.5) == 50
+    assert quality.distinct_count(x[:1].expand(40, -1, -1, -1), threshold=0.5) == 1
+    # five pictures, each drawn eight times with noise of L2 about 0.08: five distinct ones
+    five = x[:5].repeat(8, 1, 1, 1) + 0.01 * torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert quality.distinct_count(five, threshold=0.5) == 5
+    # by hand: points 0, 1.5, 3 on a line with threshold 2: 0 is kept, 1.5 is near it, 3 is new
+    line = torch.tensor([[0.0], [1.5], [3.0]])
+    assert quality.distinct_count(line, threshold=2.0) == 2
+    assert quality.distinct_count(line, threshold=1.0) == 3
+
+
+def test_following_by_class_names_each_measure_per_class():
+    x = _spread_images(40)
+    labels = (torch.arange(40) >= 30).long()  # 30 of class 0, 10 of class 1
+    x_hat = x.clone()
+    x_hat[labels == 1] = x[labels == 1].mean(0)  # class 1 drawn as one template, class 0 copied
+    row = quality.following_by_class(x_hat, x, labels, {0: "female", 1: "male"}, threshold=0.5)
+    assert row["retrieval female"] == 1.0 and row["retrieval male"] == pytest.approx(0.1)  # one of 10: the nearest
+    assert row["distinct female"] == 30 and row["distinct male"] == 1
+    assert row["same-label distance male"] == pytest.approx(0.0, abs=1e-6)
+    assert "class-mean share female" not in row

@@ -97,9 +97,43 @@ def test_default_generators_ship_under_their_current_keys(pooling, training):
 
     for layer in LAYERS:
         settings = zoo.explainer_settings("default", pooling, training, layer, exact=False)
+        assert "prior" in settings  # the default profile warm-starts every MNIST layer from its prior
         f = cache.shipped(cache.settings_key(settings))
         assert f is not None, f"no shipped generator for {pooling} {training} {layer} under the current settings"
-        assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}.safetensors"
+        assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}-warm.safetensors"
+
+
+def test_the_default_prior_ships_and_fits_from_nothing_keep_their_keys():
+    """The prior every default MNIST fit starts from ships; the scaling curve's fits from nothing (warm=False) keep
+    the keys they shipped under before priors existed, and asking for a warm start where there is no prior, or
+    with another option, is refused."""
+    prior = zoo.get_profile("default").gan_prior
+    key = zoo.explainer_settings("default", "max", "natural", "conv1")["prior"]
+    assert key == cache.settings_key(zoo.explainer_settings("default", prior.pooling, prior.training, prior.layer,
+                                                            schedule_factor=prior.schedule_factor, warm=False))
+    assert cache.shipped(key).name == "mnist-smallcnn-max-natural-seed0-interpretgan-conv2-x16.safetensors"
+    for layer in ("conv1", "conv2"):
+        old = zoo.explainer_settings("default", "max", "natural", layer, warm=False)
+        assert "prior" not in old and "distill_images" not in old["gan"]
+        assert cache.shipped(cache.settings_key(old)).name == f"mnist-smallcnn-max-natural-seed0-interpretgan-{layer}.safetensors"
+    assert "prior" not in zoo.explainer_settings("default", layer="conv2", pixel_loss=True)
+    assert "prior" not in zoo.explainer_settings("default", layer="conv2", interpretability=0.0)
+    assert "prior" not in zoo.explainer_settings("default", layer="block1", dataset="celeba")
+    with pytest.raises(ValueError, match="warm=True"):
+        zoo.explainer_settings("default", layer="conv2", schedule_factor=4, warm=True)
+    with pytest.raises(ValueError, match="warm=True"):
+        zoo.explainer_settings("paper", layer="conv2", warm=True)
+
+
+def test_smoke_explainer_is_warm_started_from_the_cached_prior():
+    prior_settings = zoo.get_profile("smoke").gan_prior
+    expl, info = zoo.explainer("smoke", layer="fc2", progress=False)
+    assert info["settings"]["gan"]["images"] == list(prior_settings.warm.images)
+    prior, p_info = zoo.explainer("smoke", layer=prior_settings.layer, schedule_factor=prior_settings.schedule_factor,
+                                  warm=False, progress=False)
+    assert p_info["key"] == info["settings"]["prior"] and p_info["source"] in ("cache", "trained")
+    if info["source"] == "trained":  # fitted here: it started from the prior's generator and learnt its codes
+        assert len(info["history"]["distill_mse"]) >= 1 and info["history"]["images"][-1] == 256
 
 
 def test_smoke_judges_are_cached_with_their_trained_weights():

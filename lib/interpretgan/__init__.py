@@ -8,7 +8,8 @@ The modules, bottom layer first (each imports only from the lines above it; a te
 - ``data`` (MNIST at 32x32, CIFAR-10, in-memory image sets), ``models`` (the paper's classifiers with a
   pooling switch, split at any layer; the judges' architectures; ``eval_mode``, ``freeze``);
 - ``attacks`` (FGSM, PGD, M-PGD; attack names; accuracy), ``training`` (natural and ATTA-1 + TRADES
-  training, resumable, DDP), ``gan`` (InterpretGAN: compression networks, progressive G and D, fitting);
+  training, resumable, DDP), ``augment`` (differentiable augmentation for the critic), ``gan`` (InterpretGAN:
+  compression networks, progressive G and D, fitting, warm starts from a prior);
 - ``profiles`` (smoke, default, paper), ``params`` (notebook parameters, checked at the notebook edge);
 - ``zoo`` (classifiers, adversarial sets, explainers and judges through the artifact cache);
 - ``quality`` (explanations judged by a panel, Fréchet distances, instance fidelity), ``robustness`` (the

@@ -539,7 +539,7 @@ def shipped_scaling_budgets(profile: str = "default", training: str = "natural",
     factors = tuple(factors or get_profile(profile).scaling_factors)
     return {layer: tuple(k for k in factors
                          if cache.shipped(cache.settings_key(zoo.explainer_settings(
-                             profile, "max", training, layer, exact=exact, schedule_factor=k))) is not None)
+                             profile, "max", training, layer, exact=exact, schedule_factor=k, warm=False))) is not None)
             for layer in layers}
 
 
@@ -556,7 +556,7 @@ def scaling_curve(profile: str = "default", training: str = "natural", layers: t
                   epsilon: float = 0.3, n_images: int | None = None, data_root: str | None = None,
                   progress: bool = True, exact: bool | None = None) -> pd.DataFrame:
     """Where the paper's numbers come from: for ``layers`` of the max-pool ``training`` model, one generator per
-    budget in ``factors`` (k times the profile's images per scale, through the cache: shipped, cached or
+    budget in ``factors`` (k times the profile's images per scale, fitted from nothing, ``warm=False``; through the cache: shipped, cached or
     fitted; a dict layer -> budgets, as :func:`shipped_scaling_budgets` returns, gives each layer its own),
     and per (layer, factor): ``images`` the generator saw, ``minutes`` its fit took, ``Acc_i`` (f)
     and ``Acc_i (panel)`` on D*, ``clean (f)`` and ``clean (panel)`` (explanations of the natural digits
@@ -576,7 +576,7 @@ def scaling_curve(profile: str = "default", training: str = "natural", layers: t
         for k in layer_factors:
             expl, e_info = zoo.explainer(profile, pooling="max", training=training, layer=layer, data_root=data_root,
                                          progress=progress, exact=exact, classifier_model=(model, info),
-                                         schedule_factor=k)
+                                         schedule_factor=k, warm=False)
             reads_adv = quality.read({"f": model, **panel}, quality.explain({layer: expl}, d_star.x_adv, exact), exact)
             clean = quality.explain({layer: expl}, natural, exact)
             reads_clean = quality.read({"f": model, **panel}, clean, exact)

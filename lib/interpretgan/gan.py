@@ -42,6 +42,7 @@ from .progress import tqdm
 
 from . import fast
 from .attacks import predict
+from .augment import check_policies, diff_augment
 from .cache import atomic_path, read_checkpoint, save_checkpoint
 from .data import to_float
 from .models import eval_mode, freeze
@@ -297,10 +298,17 @@ class GANSettings:
     checkpoint_every: int = 10_000
     pixel_loss: bool = False           # the baseline inverter (ref [21]): MSE to x only, no D, no L_I
     code_map: bool = False             # C's code is a code_dim x 4 x 4 map (Table 5, CelebA), not a vector
+    augment: tuple[str, ...] = ()      # DiffAugment policies before the critic (:mod:`interpretgan.augment`)
+    balanced: bool = False             # draw every class equally often (with replacement) instead of epochs
+    flip: bool = False                 # flip each training image left-right with probability 1/2 (faces)
+    distill_images: int = 0            # with a prior: images of C's warm-up towards the prior's codes
 
     #: fields added after explainers were first shipped: left out of :meth:`as_dict` (the cache key) at
     #: their default, so that the keys of earlier fits stay valid
-    LATER_FIELDS = {"code_map": False}
+    LATER_FIELDS = {"code_map": False, "augment": (), "balanced": False, "flip": False, "distill_images": 0}
+
+    def __post_init__(self):
+        object.__setattr__(self, "augment", check_policies(self.augment))  # a tuple of known names
 
     def as_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
@@ -415,11 +423,12 @@ def _schedule(settings: GANSettings) -> list[tuple[int, int, int]]:
 
 def phase_at(settings: GANSettings, shown: int) -> tuple[int, float]:
     """(scale, fade-in alpha) after ``shown`` training images: alpha rises linearly from 0 to 1 over the
-    first half of every scale but the first, then stays 1."""
+    first half of every scale but the first that shows images, then stays 1 (a schedule such as (0, 0, 0, n),
+    a warm start from a prior's generator, trains the last scale at alpha 1 throughout)."""
     for scale, start, stop in _schedule(settings):
         if shown < stop:
-            if scale == 0:
-                return 0, 1.0
+            if start == 0:
+                return scale, 1.0
             return scale, min(1.0, (shown - start) / max(1, (stop - start) / 2))
     return len(settings.images) - 1, 1.0
 
@@ -492,9 +501,10 @@ def real_images(x: torch.Tensor, scale: int, alpha: float) -> torch.Tensor:
 def critic_step(nets: _Nets, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float,
                 settings: GANSettings, step: int, exact: bool | None = None) -> tuple[float, float | None]:
     """One update of the critic D on ``real`` and (detached) ``fake`` images: WGAN loss, progressive GAN's
-    drift term and, on the steps :func:`penalty_weight` says, the gradient penalty. Returns the WGAN
-    critic loss (without the penalty) and the penalty (None when not computed on this step)."""
-    fake = fake.detach()
+    drift term and, on the steps :func:`penalty_weight` says, the gradient penalty, all on images augmented
+    by ``settings.augment`` (real and fake alike). Returns the WGAN critic loss (without the penalty) and the
+    penalty (None when not computed on this step)."""
+    real, fake = diff_augment(real, settings.augment), diff_augment(fake.detach(), settings.augment)
     with fast.autocast(real.device, exact):
         d_real, d_fake = nets.D(real, scale, alpha).float(), nets.D(fake, scale, alpha).float()
     critic = d_fake.mean() - d_real.mean() + settings.drift * d_real.pow(2).mean()
@@ -513,7 +523,7 @@ def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, targe
                    real: torch.Tensor, scale: int, alpha: float, settings: GANSettings,
                    exact: bool | None = None) -> dict[str, float]:
     """One update of C and G from ``fake`` = G(C(l)) (with its graph) and f's predicted distribution on x
-    (``target``): the adversarial loss -D(fake) plus lambda times the interpretability cross-entropy; or,
+    (``target``): the adversarial loss -D(fake) (fake augmented by ``settings.augment``) plus lambda times the interpretability cross-entropy; or,
     for the inverter (``settings.pixel_loss``), the MSE to ``real``. Then the EMA copies follow. Returns
     ``loss_g`` and ``loss_i`` (or ``pixel``)."""
     if settings.pixel_loss:
@@ -523,7 +533,7 @@ def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, targe
         freeze(nets.D)
         try:
             with fast.autocast(fake.device, exact):
-                adv = -nets.D(fake, scale, alpha).float().mean()
+                adv = -nets.D(diff_augment(fake, settings.augment), scale, alpha).float().mean()
         finally:
             for q in nets.D.parameters():
                 q.requires_grad_(True)
@@ -575,7 +585,8 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
               monitor_set=None, seed: int = 0, checkpoint: str | Path | None = None,
               samples_dir: str | Path | None = None, device: str | torch.device | None = None,
               progress: bool = True, exact: bool | None = None,
-              checkpoint_minutes: float | None = 15.0) -> tuple[Explainer, dict[str, Any]]:
+              checkpoint_minutes: float | None = 15.0, prior: Explainer | None = None
+              ) -> tuple[Explainer, dict[str, Any]]:
     """Fit InterpretGAN's C and G (and the critic D) for ``layer`` of the frozen ``classifier``.
 
     Trains on ``train_set`` images (an ImageSet; the latents are computed on the fly by the frozen
@@ -587,7 +598,15 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
     it resumes from it to the same weights as an uninterrupted fit. With ``samples_dir``, saves a PNG grid
     of EMA explanations of ``monitor_set``'s first 32 images, at the scale being trained, at every scheduled
     checkpoint. ``settings.pixel_loss`` fits the baseline inverter instead (MSE to x through the same C and
-    G, no D, no L_I).
+    G, no D, no L_I). ``settings.balanced`` draws each batch with every class equally likely (with replacement)
+    instead of shuffled epochs; ``settings.flip`` flips each training image left-right with probability 1/2.
+
+    ``prior`` (an :class:`Explainer` of the same generator widths, usually fitted longer on another layer) warm
+    starts the fit: G and its EMA copy start from the prior's generator, and C, fresh, is first trained for
+    ``settings.distill_images`` images to give the prior's code of each image (mean squared error between C's
+    code of this layer's latent and the prior's code of its own layer's latent), then the fit runs as usual (with
+    a schedule such as (0, 0, 0, n) it trains at full resolution only). D starts fresh and trains alone for as
+    many images before G's first update (:func:`warm_start`).
 
     Returns the :class:`Explainer` (EMA weights) and the history: ``images`` (shown so far at each
     record), ``scale``, ``alpha``, ``loss_d``, ``loss_g`` (adversarial part), ``loss_i`` (the
@@ -603,6 +622,7 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
         latent_shape = tuple(latent_of(classifier, x0, layer).shape[1:])
     torch.manual_seed(seed)
     nets = _build_nets(latent_shape, train_set.shape[0], settings, device, exact)
+    batch_at = _sampler(train_set, settings, seed)
     keys = ("images", "scale", "alpha", "loss_d", "loss_g", "loss_i", "gp", "pixel", "monitor_images",
             "monitor_accuracy", "seconds")
     history: dict[str, list] = {k: [] for k in keys}
@@ -645,19 +665,21 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             write_checkpoint(final)
 
     last_write = time.monotonic()
+    if prior is not None and state is None:
+        t0 = time.perf_counter()
+        history["distill_mse"] = warm_start(nets, classifier, layer, prior, train_set, settings, seed, device, exact)
+        elapsed += time.perf_counter() - t0
+        if checkpoint is not None:
+            write_checkpoint()
 
     bar = tqdm(total=total, initial=shown, unit="img", desc=f"InterpretGAN {layer}", disable=not progress)
     stops = sorted(s for s in {s for _, _, s in _schedule(settings)} |
                    set(range(settings.checkpoint_every, total, settings.checkpoint_every)) if s > shown)
     while shown < total:
         t0 = time.perf_counter()
-        usable = n - n % settings.batch_size  # whole batches only: every step shows batch_size images
-        epoch = shown // usable
-        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-        order = torch.randperm(n, generator=g)
-        start = shown - epoch * usable
-        idx = order[start:start + settings.batch_size]
-        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+        idx, flips = batch_at(shown, steps)
+        x = _flipped(to_float(train_set.images[idx], device), flips)
+        x = fast.to_memory_format(x, exact)
         scale, alpha = phase_at(settings, shown)
         rec = train_step(nets, classifier, x, layer, scale, alpha, settings, steps, exact)
         if rec["gp"] is not None:
@@ -689,6 +711,80 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             write_checkpoint()  # between the scheduled ones: weights only, no monitor or sample grid
     bar.close()
     return explainer, history
+
+
+def _sampler(train_set, settings: GANSettings, seed: int):
+    """``batch_at(shown, steps)`` -> (indices of the next batch, which of them to flip or None): shuffled
+    epochs of whole batches (the original fits), or with ``settings.balanced`` every class equally likely,
+    drawn with replacement. A function of the step alone (seeded per epoch or per step), so a resumed fit
+    draws the batches an uninterrupted one would."""
+    n, b = len(train_set), settings.batch_size
+    if settings.balanced:
+        counts = torch.bincount(train_set.labels)
+        weights = 1.0 / counts[train_set.labels].double()
+
+    def batch_at(shown: int, steps: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if settings.balanced:
+            g = torch.Generator().manual_seed(seed * 1_000_003 + 7_919 * steps + 1)
+            idx = torch.multinomial(weights, b, replacement=True, generator=g)
+        else:
+            usable = n - n % b  # whole batches only: every step shows batch_size images
+            epoch = shown // usable
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+            start = shown - epoch * usable
+            idx = order[start:start + b]
+        flips = None
+        if settings.flip:
+            flips = torch.rand(len(idx), generator=torch.Generator().manual_seed(seed * 999_983 + steps)) < 0.5
+        return idx, flips
+
+    return batch_at
+
+
+def _flipped(x: torch.Tensor, flips: torch.Tensor | None) -> torch.Tensor:
+    """``x`` with the images where ``flips`` is True mirrored left-right (``x`` itself when None)."""
+    if flips is None or not bool(flips.any()):
+        return x
+    return torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+
+
+def warm_start(nets: _Nets, classifier: nn.Module, layer: str, prior: Explainer, train_set,
+               settings: GANSettings, seed: int, device: torch.device, exact: bool | None = None) -> list[float]:
+    """Start a fit from ``prior``: G and G_ema take the prior's generator weights; C learns, for
+    ``settings.distill_images`` images (Adam, lr ``settings.lr``), to give each image the code the prior gives
+    it (MSE between standardised codes), and C_ema copies it; then the fresh critic D trains alone for as many
+    images against G(C(l)) at the last scale, so that G's first updates follow an informed critic. Returns
+    C's MSE every 10 steps."""
+    if settings.code_dim != prior.generator.input.weight.shape[1] or prior.generator.n_scales != len(settings.channels):
+        raise ValueError(f"prior for {prior.layer!r} does not fit these settings (code_dim, scales)")
+    g_state = prior.generator.state_dict()
+    nets.G.load_state_dict(g_state)
+    nets.G_ema.load_state_dict(g_state)
+    opt = torch.optim.Adam(nets.C.parameters(), lr=settings.lr)
+    order = torch.Generator().manual_seed(seed * 1_000_003 + 424_242)
+    losses = []
+    for step in range(settings.distill_images // settings.batch_size):
+        idx = torch.randint(len(train_set), (settings.batch_size,), generator=order)
+        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+        with torch.no_grad(), fast.autocast(device, exact):
+            target = prior.compression(latent_of(prior.classifier, x, prior.layer).float()).float()
+            latent = latent_of(classifier, x, layer).float()
+        with fast.autocast(device, exact):
+            loss = F.mse_loss(nets.C(latent).float(), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 10 == 0:
+            losses.append(loss.item())
+    nets.C_ema.load_state_dict(nets.C.state_dict())
+    scale = len(settings.channels) - 1
+    for step in range(settings.distill_images // settings.batch_size):  # the fresh critic learns G's images
+        idx = torch.randint(len(train_set), (settings.batch_size,), generator=order)
+        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+        with torch.no_grad(), fast.autocast(device, exact):
+            fake = nets.G(nets.C(latent_of(classifier, x, layer).float()), scale, 1.0).float()
+        critic_step(nets, real_images(x, scale, 1.0), fake, scale, 1.0, settings, step, exact)
+    return losses
 
 
 @torch.no_grad()

@@ -89,6 +89,23 @@ PAPER_FACES = FaceSchedule(image_size=128, width=1.0, hidden=4096, epochs=7, lr=
                                            code_map=True),
                            inverter_images=(96_000, *(192_000,) * 5))
 
+@dataclass(frozen=True)
+class GANPrior:
+    """A warm start for every layer's InterpretGAN (:func:`interpretgan.gan.warm_start`): one generator fitted
+    longer, once per data set (the explainer of ``layer`` of the ``pooling`` / ``training`` model at
+    ``schedule_factor`` times the profile's images), whose generator each layer's fit starts from; ``warm`` is
+    the per-layer schedule (C's warm-up towards the prior's codes, then a shorter fit at full resolution)."""
+
+    warm: GANSettings
+    layer: str = "conv2"
+    schedule_factor: int = 16
+    pooling: str = "max"
+    training: str = "natural"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 #: CIFAR-10 architectures per profile: build() keyword arguments (the paper: full VGG16 and WRN-34-10).
 PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
                      "wrn": {"arch": "wrn", "depth": 34, "widen_factor": 10}}
@@ -127,6 +144,7 @@ class Profile:
     n_epsilon_curve: int = 200      # diagnosed digits behind 05's Acc_i-against-epsilon curves and slider
     ablation_layers: tuple[str, ...] = ("conv2", "fc2")  # layers also fitted with lambda = 0
     scaling_factors: tuple[int, ...] = (1, 4, 16)  # generator budgets of 05's scaling curve (x the profile's images)
+    gan_prior: GANPrior | None = None  # MNIST explainers warm-started from one prior (None: each fitted from nothing)
     celeba: FaceSchedule = PAPER_FACES  # the CelebA gender model, its attack and its generators (07_celeba)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -159,6 +177,11 @@ SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0
                                                       images=(64, 64, 64, 128), ema=0.9, checkpoint_every=320,
                                                       code_map=True),
                            inverter_images=(32, 32, 32, 64), n_gan_eval=64)
+#: MNIST explainers at the default profile: each layer starts from the generator of the natural max-pool model's conv2
+#: fitted on 16x the default images (816,000, the scaling curve's largest budget; its explanations follow their
+#: input), learns the prior's codes for 6,400 images, then fits 20,000 images at 32x32 (issue 29's candidate table).
+DEFAULT_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64, images=(0, 0, 0, 20_000),
+                                     ema=0.99, critic_steps=2, checkpoint_every=6_000, distill_images=6_400))
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
 
@@ -172,6 +195,9 @@ PROFILES = {
                      ablation_images=(64, 64, 64, 128), inverter_images=(64, 64, 64, 128), n_gan_monitor=100,
                      n_gan_eval=200, n_epsilon_curve=30, celeba=SMOKE_FACES,
                      scaling_factors=(1, 2),
+                     gan_prior=GANPrior(GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32,
+                                                    images=(0, 0, 0, 256), ema=0.9, n_train=2_000,
+                                                    checkpoint_every=320, distill_images=128), schedule_factor=2),
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
@@ -181,15 +207,17 @@ PROFILES = {
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),
                        ablation_images=(3_000, 3_000, 6_000, 12_000), inverter_images=(3_000, 3_000, 6_000, 12_000),
-                       n_gan_eval=2_000, celeba=DEFAULT_FACES,
+                       n_gan_eval=2_000, celeba=DEFAULT_FACES, gan_prior=DEFAULT_PRIOR,
                        notes=("natural training exactly as the paper (10 epochs, lr 0.01 then 0.001 after epoch 5)",
                               "attacks on a fixed random subset of 2,000 test images (paper: all 10,000)",
                               "ATTA on MNIST: step 0.04, 12 epochs, lr 0.01 x0.1 after epoch 10 (paper: step 0.01, "
                               "60 epochs, x0.1 after 55); 3 seeds per pooling",
                               "gradient-masking checks: APGD-CE and APGD-DLR with 50 iterations (AutoAttack's 100 at "
                               "the paper profile) on 1,000 test digits",
-                              "InterpretGAN: 64/64/32/32 channels, 3k/3k/9k/36k images per scale (4 to 32 px), two critic "
-                              "updates per generator update, EMA 0.99 (paper: 128 channels, 6/6/6/12 epochs, one "
+                              "InterpretGAN: 64/64/32/32 channels, two critic updates per generator update, EMA 0.99; "
+                              "every MNIST layer warm-started from one prior generator (conv2 of the natural max-pool "
+                              "model, 16 x 3k/3k/9k/36k images per scale, 4 to 32 px), then 6,400 images of C's "
+                              "warm-up and 20,000 at 32 px (paper: 128 channels, 6/6/6/12 epochs per layer, one "
                               "critic update, EMA 0.999)",
                               "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 10,000 training "
                               "images, 8 epochs, 2 seeds, 128 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),

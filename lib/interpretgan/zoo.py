@@ -277,14 +277,28 @@ def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: 
 def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                        seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
                        pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1,
-                       dataset: str = "mnist", data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+                       dataset: str = "mnist", data_root: str | os.PathLike | None = None,
+                       warm: bool | None = None) -> dict[str, Any]:
     """Every setting that changes a fitted explanation generator: the classifier's cache key, the layer,
     the profile's :class:`~interpretgan.gan.GANSettings` (``interpretability`` overrides lambda;
     ``pixel_loss`` gives the baseline inverter with the profile's ``inverter_images`` schedule;
     ``schedule_factor`` k shows k times the images at every scale, checkpointing k times less often: the
     scaling curve) and the seed. ``dataset`` "celeba" takes the profile's ``celeba.gan`` (the inverter:
-    ``celeba.inverter_images``)."""
+    ``celeba.inverter_images``).
+
+    ``warm`` (None: whenever the profile has a ``gan_prior`` for the data set and no other option above is given)
+    warm-starts the fit from the profile's prior (:class:`~interpretgan.profiles.GANPrior`) on its ``warm``
+    schedule; the settings then name the prior's own cache key under ``prior``. ``warm=False`` gives the
+    settings (and cache keys) of fits from nothing, as before priors existed."""
     p = get_profile(profile)
+    prior = p.gan_prior if dataset == "mnist" else None
+    plain = not pixel_loss and interpretability is None and schedule_factor == 1
+    if warm is None:
+        warm = prior is not None and plain
+    if warm and (prior is None or not plain):
+        raise ValueError(f"warm=True needs a profile with a prior for {dataset} ({profile} has "
+                         f"{'none' if prior is None else 'one'}) and none of pixel_loss, interpretability, "
+                         f"schedule_factor")
     gan_settings = p.celeba.gan if dataset == "celeba" else p.gan
     if pixel_loss:
         gan_settings = dataclasses.replace(gan_settings, pixel_loss=True, interpretability=0.0,
@@ -299,23 +313,30 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
         gan_settings = dataclasses.replace(gan_settings, images=tuple(k * n for n in gan_settings.images),
                                            checkpoint_every=k * gan_settings.checkpoint_every)
     clf = classifier_settings(profile, pooling, training, classifier_seed, exact, dataset, data_root=data_root)
-    return {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
-            "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
+    out = {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
+           "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
+    if warm:
+        out["gan"] = prior.warm.as_dict()
+        out["prior"] = cache.settings_key(explainer_settings(
+            profile, prior.pooling, prior.training, prior.layer, exact=exact, schedule_factor=prior.schedule_factor,
+            dataset=dataset, data_root=data_root, warm=False))
+    return out
 
 
 def explainer(profile: str = "default", *, pooling: str = "max", training: str = "natural", layer: str = "conv1",
               seed: int = 0, data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
               progress: bool = True, exact: bool | None = None, interpretability: float | None = None,
               pixel_loss: bool = False, classifier_model: tuple[nn.Module, dict] | None = None,
-              classifier_seed: int = 0, schedule_factor: int = 1, dataset: str = "mnist"):
+              classifier_seed: int = 0, schedule_factor: int = 1, dataset: str = "mnist", warm: bool | None = None):
     """The fitted InterpretGAN explainer for ``layer`` of the classifier these settings describe, through
     the artifact cache (then the shipped weights in ``weights/``, then fitting, resumable); returns
     ``(explainer, info)`` with info ``key``, ``settings``, ``source``, ``history``, ``folder`` (where the
     sample grids are). ``classifier_model`` passes an already loaded ``(model, info)`` of
     :func:`classifier` for these settings; ``schedule_factor`` k fits on k times the profile's images
-    (see :func:`explainer_settings`); ``dataset`` "celeba" explains the CelebA gender model."""
+    (see :func:`explainer_settings`); ``dataset`` "celeba" explains the CelebA gender model; ``warm`` as in
+    :func:`explainer_settings` (the prior comes through the cache too, and is fitted first where needed)."""
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, interpretability, pixel_loss,
-                                  classifier_seed, schedule_factor, dataset, data_root)
+                                  classifier_seed, schedule_factor, dataset, data_root, warm)
     exact = settings["exact"]
     model, cinfo = classifier_model or classifier(profile, pooling=pooling, training=training, seed=classifier_seed,
                                                   data_root=data_root, retrain=retrain, device=device,
@@ -334,9 +355,16 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
         size = image_size_of(cinfo["settings"])
         train = load(dataset, "train", data_root, size=size).subset(gs.n_train, seed=0)
         monitor = load(dataset, "test", data_root, size=size).subset(p.n_gan_monitor, seed=2)
+        prior = None
+        if "prior" in settings:
+            pr = p.gan_prior
+            same = (pr.pooling, pr.training) == (pooling, training) and classifier_seed == 0
+            prior = explainer(profile, pooling=pr.pooling, training=pr.training, layer=pr.layer, data_root=data_root,
+                              device=device, progress=progress, exact=exact, schedule_factor=pr.schedule_factor,
+                              dataset=dataset, warm=False, classifier_model=(model, cinfo) if same else None)[0]
         expl, history = gan.fit_layer(model, layer, train, gs, monitor_set=monitor, seed=seed,
                                       checkpoint=folder / "checkpoint.pt", samples_dir=folder / "samples",
-                                      device=device, progress=progress, exact=exact)
+                                      device=device, progress=progress, exact=exact, prior=prior)
         return gan.explainer_state(expl), history
 
     weights, source, history = _through_cache(folder, key, "explainer.safetensors", retrain, fit)
@@ -347,11 +375,13 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
 
 def ship_explainer(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                    seed: int = 0, exact: bool | None = None, schedule_factor: int = 1, dataset: str = "mnist",
-                   pixel_loss: bool = False) -> str:
-    """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
+                   pixel_loss: bool = False, warm: bool | None = None) -> str:
+    """Copy a cached explainer into ``weights/`` in fp16 (maintainers' tool); returns its file name (``-warm``
+    for a fit warm-started from the profile's prior)."""
     settings = explainer_settings(profile, pooling, training, layer, seed, exact, schedule_factor=schedule_factor,
-                                  dataset=dataset, pixel_loss=pixel_loss)
-    suffix = ("" if schedule_factor == 1 else f"-x{schedule_factor}") + ("-inverter" if pixel_loss else "")
+                                  dataset=dataset, pixel_loss=pixel_loss, warm=warm)
+    suffix = (("" if schedule_factor == 1 else f"-x{schedule_factor}") + ("-inverter" if pixel_loss else "")
+              + ("-warm" if "prior" in settings else ""))
     arch = "face_vgg16" if dataset == "celeba" else "smallcnn"
     name = f"{dataset}-{arch}-{pooling}-{training}-seed{seed}-interpretgan-{layer}{suffix}.safetensors"
     return _ship("explainers", settings, "explainer.safetensors", name, "explainer", torch.float16)
