@@ -11,6 +11,7 @@ by side in one run, on the CPU and (when present) on a CUDA GPU:
 - natural training images/s at the paper's batch 128: plain fp32 and the fast path;
 - InterpretGAN training images/s (one step: f, G(C(l)), critic and generator updates, the lazy gradient
   penalty as often as it runs) at 32x32 for conv1 at the default widths and batch: fp32 and the fast path;
+  the same for the CelebA VGG16's block3 at 64x64 (the face GAN step);
 - 05's live epsilon slider (shipped default weights, 200 digits, natural and ATTA models): the seconds a
   slider step takes, and the seconds one new epsilon costs (PGD-40, Acc_i at every layer), which the widget
   pays for each point of its grid when it is made;
@@ -40,7 +41,7 @@ from . import cache, fast, gan, paths, zoo
 from .attacks import PGD, FGSM, run_attack
 from .cache import write_json
 from .data import mnist32
-from .models import SmallCNN, freeze
+from .models import SmallCNN, build, freeze
 from .profiles import get_profile
 from .training import TRAININGS, natural_step
 
@@ -148,37 +149,52 @@ class _DispatchFlops(TorchDispatchMode):
         return out
 
 
-def _gan_setup(device: torch.device, exact: bool, layer: str = GAN_LAYER):
-    """The paper's MNIST model (frozen), a batch and fresh InterpretGAN nets at the default widths for ``layer``."""
-    settings = get_profile("default").gan
-    model = freeze(fast.prepare(SmallCNN().to(device).eval(), exact))
-    x, _ = _random_batch(settings.batch_size, device)
+FACE_GAN_LAYER = "block3"  # a middle block of the CelebA VGG16
+
+
+def _gan_setup(device: torch.device, exact: bool, layer: str = GAN_LAYER, dataset: str = "mnist"):
+    """The classifier (frozen, random weights: speed does not depend on them), a batch and fresh InterpretGAN
+    nets at the default widths for ``layer``: the paper's MNIST model, or for ``dataset`` "celeba" the default
+    profile's face VGG16 on 3 x 64 x 64 faces."""
+    p = get_profile("default")
+    if dataset == "celeba":
+        settings, f = p.celeba.gan, p.celeba
+        torch.manual_seed(0)
+        model = build("face_vgg16", image_size=f.image_size, width=f.width, hidden=f.hidden)
+        x = torch.rand(settings.batch_size, 3, f.image_size, f.image_size, device=device)
+    else:
+        settings, model = p.gan, SmallCNN()
+        x, _ = _random_batch(settings.batch_size, device)
+    model = freeze(fast.prepare(model.to(device).eval(), exact))
     x = fast.to_memory_format(x, exact)
     shape = tuple(gan.latent_of(model, x[:1], layer).shape[1:])
-    return settings, model, x, gan._build_nets(shape, 1, settings, device, exact)
+    return settings, model, x, gan._build_nets(shape, x.shape[1], settings, device, exact)
 
 
-def gan_step_flops(layer: str = GAN_LAYER) -> float:
-    """FLOPs per image of InterpretGAN's training step at 32x32 (default widths, ``layer``), averaged over
-    ``gp_every`` steps so that the lazy gradient penalty counts as often as it runs."""
-    settings, model, x, nets = _gan_setup(torch.device("cpu"), True, layer)
+def gan_step_flops(layer: str = GAN_LAYER, dataset: str = "mnist") -> float:
+    """FLOPs per image of InterpretGAN's training step at full resolution (default widths, ``layer``), averaged
+    over ``gp_every`` steps so that the lazy gradient penalty counts as often as it runs."""
+    settings, model, x, nets = _gan_setup(torch.device("cpu"), True, layer, dataset)
+    last = len(settings.channels) - 1
     with _DispatchFlops() as counter:  # FlopCounterMode's module hooks refuse the penalty's double backward
         for step in range(settings.gp_every):
-            gan.train_step(nets, model, x, layer, 3, 1.0, settings, step, exact=True)
+            gan.train_step(nets, model, x, layer, last, 1.0, settings, step, exact=True)
     return counter.total / (settings.gp_every * len(x))
 
 
-def gan_speed(device: torch.device, layer: str = GAN_LAYER) -> dict[str, float]:
-    """InterpretGAN training images/s at 32x32 (the scale where the default schedule spends 70% of its
-    images) for ``layer`` at the default widths and batch: plain fp32 and the fast path. One timed call
-    is ``gp_every`` steps, so the lazy gradient penalty is included as often as it runs."""
+def gan_speed(device: torch.device, layer: str = GAN_LAYER, dataset: str = "mnist") -> dict[str, float]:
+    """InterpretGAN training images/s at full resolution (MNIST's 32x32, where the default schedule spends 70%
+    of its images; CelebA's 64x64 with ``dataset`` "celeba") for ``layer`` at the default widths and batch: plain
+    fp32 and the fast path. One timed call is ``gp_every`` steps, so the lazy gradient penalty is included as
+    often as it runs."""
     res = {}
     for tag, exact in (("fp32", True), ("fast", False)):
-        settings, model, x, nets = _gan_setup(device, exact, layer)
+        settings, model, x, nets = _gan_setup(device, exact, layer, dataset)
+        last = len(settings.channels) - 1
 
         def steps() -> None:
             for step in range(settings.gp_every):
-                gan.train_step(nets, model, x, layer, 3, 1.0, settings, step, exact)
+                gan.train_step(nets, model, x, layer, last, 1.0, settings, step, exact)
 
         res[tag] = settings.gp_every * len(x) / timed(steps, device, min_seconds=6, warmup=1)
     return res
@@ -295,6 +311,8 @@ def table(record: dict) -> str:
                  ("train", "training", "images", fl["train"], None)]
         if "gan_per_second" in r:
             loops.append(("gan", f"InterpretGAN {GAN_LAYER}", "images", fl["gan"], None))
+        if "face_gan_per_second" in r:
+            loops.append(("face_gan", f"face GAN {FACE_GAN_LAYER}", "images", fl["face_gan"], None))
         for loop, label, unit, flops, ref in loops:
             for tag, v in r[f"{loop}_per_second"].items():
                 prec = "fp32" if tag != "fast" or "fp32" in r["fast_path"]["precision"] else "bf16"
@@ -333,13 +351,14 @@ def main(argv: list[str] | None = None) -> int:
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     model = SmallCNN()
     flops = {"attack": step_flops(model, train=False), "train": step_flops(model, train=True),
-             "gan": gan_step_flops()}
+             "gan": gan_step_flops(), "face_gan": gan_step_flops(FACE_GAN_LAYER, "celeba")}
     for device in devices:
         print(f"measuring on {device} ...", flush=True)
         record["devices"][str(device)] = {
             "fast_path": fast.describe(device, exact=False), "peak_gflops": peaks(device),
             "flops_per_image_step": flops, "pgd_per_second": pgd_speed(device),
             "train_per_second": train_speed(device), "gan_per_second": gan_speed(device),
+            "face_gan_per_second": gan_speed(device, FACE_GAN_LAYER, "celeba"),
             "widget_step_seconds": widget_step(device)}
     if not args.skip_science:
         record["science"] = science()

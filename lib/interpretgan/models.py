@@ -388,13 +388,15 @@ class JudgeCNN(_Judge):
     A different architecture from :class:`SmallCNN`, trained separately with another seed, never seen by
     an explanation generator: it scores whether explanations look like the digits they explain
     (``explanation_accuracy_independent``), and its 500-d penultimate ``features`` are the feature space
-    of the Fréchet distance between explanations and real digits.
+    of the Fréchet distance between explanations and real digits. With ``in_channels=3`` and
+    ``image_size=64`` the same layers judge CelebA faces (the FC layer then takes 50 x 13 x 13 inputs).
     """
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 32):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5), nn.ReLU(),
-                                  nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * 5 * 5, 500), nn.ReLU())
+        side = ((image_size - 4) // 2 - 4) // 2  # 5 at 32x32 (MNIST), 13 at 64x64 (faces)
+        self.body = nn.Sequential(nn.Conv2d(in_channels, 20, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(20, 50, 5),
+                                  nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(50 * side * side, 500), nn.ReLU())
         self.head = nn.Linear(500, num_classes)
 
 
@@ -402,13 +404,14 @@ class JudgeCNN(_Judge):
 class JudgeMLP(_Judge):
     """An independent MNIST judge without convolutions: 1024-800-800-10 with ReLU (the classic MNIST MLP,
     here on 32x32 images). It has no spatial prior at all, so it reads shapes as pixel patterns; its
-    800-d penultimate ``features`` are one of the panel's Fréchet feature spaces."""
+    800-d penultimate ``features`` are one of the panel's Fréchet feature spaces. For faces (CelebA's panel):
+    ``in_channels=3``, ``image_size=64`` and ``hidden=256`` (12,288-256-256-2: 3.2 M weights, not 10.5 M)."""
 
-    def __init__(self, num_classes: int = 10, image_size: int = 32):
+    def __init__(self, num_classes: int = 10, image_size: int = 32, in_channels: int = 1, hidden: int = 800):
         super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(image_size * image_size, 800), nn.ReLU(),
-                                  nn.Linear(800, 800), nn.ReLU())
-        self.head = nn.Linear(800, num_classes)
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
 
 
 

@@ -76,10 +76,17 @@ class FaceSchedule:
     gan: GANSettings = field(default_factory=GANSettings)
     inverter_images: tuple[int, ...] = ()  # the pixel-loss baseline's images per scale
     n_gan_eval: int | None = None   # test faces for explanation accuracy and the Fréchet distance
+    judge_atta: AdversarialSchedule | None = None  # the robust face judge's ATTA-1 + TRADES schedule
 
     def as_dict(self) -> dict:
         return asdict(self)
 
+
+#: The robust face judge: ATTA-1 + TRADES at the attack's eps 2/255 (step eps/4 per epoch, so the buffer reaches eps
+#: after 4 epochs), SGD with crops and flips (their inverse for the buffer), checked by PGD-20 at step eps/4.
+FACE_JUDGE_ATTA = AdversarialSchedule(eps=2 / 255, step=0.5 / 255, epochs=20, lr=0.05, lr_milestones=(15,),
+                                      batch_size=64, weight_decay=5e-4, augment=True, eval_steps=20,
+                                      eval_step=0.5 / 255, n_eval=500)
 
 #: CelebA at the paper's settings: full VGG16 at 128 px, 7 epochs at 0.001; 6 scales to 128 px, 48,000
 #: iterations at the first scale and 96,000 at each other (x batch 16: progressive GAN's CelebA batch).
@@ -87,7 +94,7 @@ PAPER_FACES = FaceSchedule(image_size=128, width=1.0, hidden=4096, epochs=7, lr=
                            gan=GANSettings(code_dim=512, channels=(512, 512, 512, 256, 128, 64), batch_size=16,
                                            images=(768_000, *(1_536_000,) * 5), ema=0.999, checkpoint_every=96_000,
                                            code_map=True),
-                           inverter_images=(96_000, *(192_000,) * 5))
+                           inverter_images=(96_000, *(192_000,) * 5), judge_atta=FACE_JUDGE_ATTA)
 
 @dataclass(frozen=True)
 class GANPrior:
@@ -171,12 +178,15 @@ DEFAULT_FACES = FaceSchedule(image_size=64, width=0.25, hidden=256, epochs=20, l
                              gan=GANSettings(code_dim=128, channels=(128, 128, 64, 32, 16), batch_size=32,
                                              images=(6_000, 6_000, 12_000, 18_000, 36_000), ema=0.99, critic_steps=2,
                                              checkpoint_every=6_000, code_map=True),
-                             inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000))
+                             inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000), judge_atta=FACE_JUDGE_ATTA)
 SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0.001, batch_size=32, n_train=512,
                            n_test=64, gan=GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
                                                       images=(64, 64, 64, 128), ema=0.9, checkpoint_every=320,
                                                       code_map=True),
-                           inverter_images=(32, 32, 32, 64), n_gan_eval=64)
+                           inverter_images=(32, 32, 32, 64), n_gan_eval=64,
+                           judge_atta=AdversarialSchedule(eps=2 / 255, step=1 / 255, epochs=1, lr=0.05, lr_milestones=(),
+                                                          batch_size=32, augment=True, eval_steps=5,
+                                                          eval_step=0.5 / 255, n_eval=32))
 #: MNIST explainers at the default profile: each layer starts from the generator of the natural max-pool model's conv2
 #: fitted on 16x the default images (816,000, the scaling curve's largest budget; its explanations follow their
 #: input), learns the prior's codes for 6,400 images, then fits 20,000 images at 32x32 (issue 29's candidate table).

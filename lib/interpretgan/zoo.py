@@ -398,8 +398,10 @@ _JUDGE_ARCH = {"lenet": "lenet", "mlp": "mlp", "resnet": "resnet", "robust": "re
 _JUDGE_LR = {"mlp": 0.05}  # natural training's initial rate where 0.01 is too slow (MLP: 96.1% after 5 epochs)
 
 
-#: CelebA's independent judge: the residual network of the MNIST panel on 3 x 64 x 64 faces, for gender.
-FACE_JUDGES = ("resnet",)
+#: CelebA's panel: the MNIST panel's architectures on faces, for gender (the MLP with 256 hidden units), one of them,
+#: ``robust``, trained with ATTA-1 + TRADES at the attack's eps (2/255).
+FACE_JUDGES = ("resnet", "lenet", "mlp", "robust")
+_FACE_JUDGE_SEED = {"resnet": 11, "lenet": 12, "mlp": 13, "robust": 14}
 
 
 def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | None = None,
@@ -408,19 +410,28 @@ def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | 
     (:data:`~interpretgan.models.JUDGE_ARCHS`), its own seed, the profile's training images; natural training
     for 5 epochs of SGD 0.01 (MLP 0.05), x0.1 after epoch 3 (1 epoch at the smoke profile), or for ``robust``
     ATTA-1 + TRADES on the profile's MNIST schedule (the same as the pooling study's). For ``dataset``
-    "celeba" (judges :data:`FACE_JUDGES`): the residual network on faces of the profile's size, trained for
-    gender on the CelebA model's schedule (Adam, flips) with its own seed."""
+    "celeba" (judges :data:`FACE_JUDGES`): each architecture on faces of the profile's size, trained for gender on
+    the CelebA model's schedule (Adam, flips) with its own seed; ``robust``, the residual network trained with
+    ATTA-1 + TRADES on the profile's face schedule (``celeba.judge_atta``: eps 2/255, SGD, crops and flips)."""
     p = get_profile(profile)
     if dataset == "celeba":
         if name not in FACE_JUDGES:
             raise ValueError(f"judge for celeba must be one of {list(FACE_JUDGES)}, got {name!r}")
         f = p.celeba
-        return {"kind": "judge", "version": 2, "name": name, "dataset": "celeba", "arch": _JUDGE_ARCH[name],
-                "model": {"arch": _JUDGE_ARCH[name], "in_channels": 3, "num_classes": 2, "image_size": f.image_size},
-                "seed": 11, "n_train": f.n_train, "n_train_seed": 0, "training": "natural", "epochs": f.epochs,
-                "lr": f.lr, "lr_milestones": list(f.lr_milestones), "lr_gamma": f.lr_gamma, "optimizer": f.optimizer,
-                "momentum": 0.9, "weight_decay": f.weight_decay, "batch_size": f.batch_size, "flip": f.flip,
-                "exact": fast.resolve_exact(exact), **celeba_data_tag(data_root)}
+        model = {"arch": _JUDGE_ARCH[name], "in_channels": 3, "num_classes": 2, "image_size": f.image_size}
+        if name == "mlp":
+            model["hidden"] = 256
+        common = {"kind": "judge", "version": 2, "name": name, "dataset": "celeba", "arch": _JUDGE_ARCH[name],
+                  "model": model, "seed": _FACE_JUDGE_SEED[name], "n_train": f.n_train, "n_train_seed": 0,
+                  "exact": fast.resolve_exact(exact), **celeba_data_tag(data_root)}
+        if name == "robust":
+            sched = f.judge_atta
+            return {**common, "training": "atta",
+                    **{k: (list(v) if isinstance(v, tuple) else v) for k, v in sched.as_dict().items()
+                       if k != "n_train"}}
+        return {**common, "training": "natural", "epochs": f.epochs, "lr": f.lr, "lr_milestones": list(f.lr_milestones),
+                "lr_gamma": f.lr_gamma, "optimizer": f.optimizer, "momentum": 0.9, "weight_decay": f.weight_decay,
+                "batch_size": f.batch_size, "flip": f.flip}
     if name not in JUDGES:
         raise ValueError(f"judge must be one of {list(JUDGES)}, got {name!r}")
     common = {"kind": "judge", "version": 2, "name": name, "dataset": "mnist", "arch": _JUDGE_ARCH[name],
@@ -444,7 +455,9 @@ def judge(profile: str = "default", *, name: str = "lenet", data_root: str | Non
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = judge_settings(profile, name, exact, dataset, data_root)
     set_seed(settings["seed"])
-    kwargs = {k: v for k, v in settings.get("model", {}).items() if k in ("in_channels", "num_classes")}
+    kwargs = {k: v for k, v in settings.get("model", {}).items() if k != "arch"}
+    if settings["arch"] == "resnet":
+        kwargs.pop("image_size", None)  # global average pooling: any size
     model = JUDGE_ARCHS[settings["arch"]](**kwargs).to(device)
     test = test_set(profile, settings, data_root)
     info = _trained(model, "judges", settings, test, data_root, device, progress, retrain)
