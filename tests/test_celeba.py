@@ -260,6 +260,9 @@ def test_agreement_of_perfect_explanations(identity_explainer):
     # they follow their faces: each is its own nearest face, all 40 are distinct
     assert (table["distinct"] == 40).all()
     assert all((table[f"retrieval {c}"] == 1).all() for c in ("0", "1"))
+    per_class = [c for c in table.columns if c.startswith("f agrees on ")]  # one per class f gives these faces
+    assert per_class and (table[per_class] == 1).all().all()
+    assert [c for c in table.columns if c.startswith("resnet agrees on ")] == [c.replace("f ", "resnet ", 1) for c in per_class]
 
 
 def test_face_panel_is_trained_once_cached_and_names_each_judges_accuracy():

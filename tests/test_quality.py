@@ -137,3 +137,11 @@ def test_following_by_class_names_each_measure_per_class():
     assert row["distinct female"] == 30 and row["distinct male"] == 1
     assert row["same-label distance male"] == pytest.approx(0.0, abs=1e-6)
     assert "class-mean share female" not in row
+
+
+def test_following_table_puts_the_real_images_last(test_set, identity_explainer):
+    data = test_set.subset(300, seed=2)
+    table = quality.following_table({"copy": {"conv1": identity_explainer()}}, data, exact=True)
+    assert list(table.index) == [("copy", "conv1"), ("real images", "-")]
+    assert (table.loc[("copy", "conv1")] == table.loc[("real images", "-")]).all()
+    assert table.loc[("copy", "conv1"), "retrieval"] == 1.0

@@ -172,6 +172,18 @@ def following_by_class(explanations: torch.Tensor, inputs: torch.Tensor, labels:
     return out
 
 
+def following_table(explainers: dict[str, dict], test_set, exact: bool | None = None,
+                    threshold: float = 2.0) -> pd.DataFrame:
+    """:func:`following` for every layer of every model (``explainers``: model name -> layer -> explainer) on the
+    images of ``test_set``, one row per (model, layer), and a last row ("real images", "-") for the images as their
+    own explanations: the reference each measure is read against."""
+    real, labels = test_set.tensors()
+    rows = {(name, layer): following(x_hat, real, labels, threshold)
+            for name, layers in explainers.items() for layer, x_hat in explain(layers, real, exact).items()}
+    rows[("real images", "-")] = following(real, real, labels, threshold)
+    return pd.DataFrame(rows).T.rename_axis(["model", "layer"])
+
+
 def evaluate(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dict, test_set,
              exact: bool | None = None) -> pd.DataFrame:
     """One row per layer, for the explanations of ``test_set``'s images (fractions): ``f`` and each judge
@@ -203,7 +215,9 @@ def agreement(classifier: nn.Module, panel: dict[str, nn.Module], explainers: di
     the face equals f's: the ceiling of the previous column), ``Fréchet <judge>`` (distance between the
     explanations and the real faces in the judge's feature space), and how the explanations follow their faces:
     ``distinct`` over all faces, and per true class (``class_names``, e.g. ``{0: "female", 1: "male"}``)
-    ``retrieval <class>``, ``distinct <class>`` and ``same-label distance <class>`` (:func:`following_by_class`)."""
+    ``retrieval <class>``, ``distinct <class>`` and ``same-label distance <class>`` (:func:`following_by_class`);
+    and per class c of f's label on the face, ``<reader> agrees on <c>`` for f and each judge (the share of the
+    faces f labels c whose explanation the reader labels c)."""
     from .attacks import balanced_accuracy_of
 
     real, labels = test_set.tensors()
@@ -220,6 +234,10 @@ def agreement(classifier: nn.Module, panel: dict[str, nn.Module], explainers: di
             row[f"{name} agrees"] = float((reads[name][layer] == target).double().mean())
             row[f"{name} on faces"] = on_faces[name]
             row[f"Fréchet {name}"] = frechet_distance(features(j, x_hat), real_features[name])
+        for name in reads:  # per class of f's label on the face (NaN where f gives none): how often each reader agrees
+            for c in (class_names or dict.fromkeys(target.unique().tolist())):
+                keep = target == c
+                row[f"{name} agrees on {(class_names or {}).get(c, c)}"] = float((reads[name][layer][keep] == c).double().mean())
         row["distinct"] = distinct_count(x_hat)
         row.update(following_by_class(x_hat, real, labels, class_names))
         rows[layer] = row
