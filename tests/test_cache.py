@@ -54,6 +54,12 @@ def test_shipped_weights_are_found_by_key_and_checked(tmp_path):
     f.write_bytes(f.read_bytes()[:-4] + b"\0\0\0\0")
     with pytest.raises(ValueError, match="SHA-256"):
         cache.shipped("abc123", tmp_path)
+    other = cache.ship(sd, "n.safetensors", "def456", {"x": 2}, weights_dir=tmp_path)
+    cache.unship("m.safetensors", tmp_path)
+    assert not f.exists() and cache.shipped("abc123", tmp_path) is None and cache.shipped("def456", tmp_path) == other
+    assert list(cache.read_manifest(tmp_path)["files"]) == ["n.safetensors"]
+    with pytest.raises(KeyError):
+        cache.unship("m.safetensors", tmp_path)
 
 
 class _Payload:

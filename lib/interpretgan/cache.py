@@ -181,6 +181,16 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
     return f
 
 
+def unship(name: str, weights_dir: Path | None = None) -> None:
+    """Remove ``weights/<name>`` and its manifest entry (maintainers' tool: weights no setting uses any more);
+    KeyError when the manifest has no such file."""
+    weights_dir = weights_dir or paths.weights_dir()
+    manifest = read_manifest(weights_dir)
+    del manifest["files"][name]
+    write_json(weights_dir / MANIFEST, manifest)
+    (weights_dir / name).unlink(missing_ok=True)
+
+
 def shipped_summary(weights_dir: Path | None = None) -> str:
     """What ``weights/`` ships, from its manifest, as a Markdown table (the README's block between
     ``<!-- shipped:begin -->`` and ``<!-- shipped:end -->`` is this text; ``python -m interpretgan.cache
