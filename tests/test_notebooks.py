@@ -470,7 +470,6 @@ def test_readme_committed_runs_table_is_generated_from_the_notebooks(tmp_path):
         seconds = float(run.duration)
         wall = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
         assert row.startswith(f"| `{path.relative_to(REPO_ROOT).as_posix()}` | {run.parameters['profile']} | {wall} |")
-    assert "32.4 min" in rows[2] and "epsilon grid 53 s" in rows[4]  # 03 and 05, as their records say
 
     (tmp_path / "notebooks").mkdir()
     cell = nbformat.v4.new_code_cell("fit()")
