@@ -201,7 +201,7 @@ def test_diagnose_gives_the_model_back_as_found_and_refuses_a_shared_module(trai
 def test_shipped_scaling_budgets_are_per_layer(monkeypatch):
     from interpretgan import cache, diagnosis, zoo
     key = lambda layer, k: cache.settings_key(zoo.explainer_settings("default", "max", "natural", layer,
-                                                                     schedule_factor=k))
+                                                                     schedule_factor=k, warm=False))  # from nothing
     shipped = {key("conv1", 1), key("conv2", 1), key("conv1", 4), key("conv2", 4), key("conv1", 16)}
     monkeypatch.setattr(cache, "shipped", lambda k: {"file": "x"} if k in shipped else None)
     assert diagnosis.shipped_scaling_budgets("default") == {"conv1": (1, 4, 16), "conv2": (1, 4)}
