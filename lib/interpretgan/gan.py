@@ -762,10 +762,15 @@ def warm_start(nets: _Nets, classifier: nn.Module, layer: str, prior: Explainer,
     nets.G_ema.load_state_dict(g_state)
     opt = torch.optim.Adam(nets.C.parameters(), lr=settings.lr)
     order = torch.Generator().manual_seed(seed * 1_000_003 + 424_242)
-    losses = []
-    for step in range(settings.distill_images // settings.batch_size):
+    steps = settings.distill_images // settings.batch_size
+
+    def draw() -> torch.Tensor:  # a random batch of training images (the warm-up's own order)
         idx = torch.randint(len(train_set), (settings.batch_size,), generator=order)
-        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+        return fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+
+    losses = []
+    for step in range(steps):
+        x = draw()
         with torch.no_grad(), fast.autocast(device, exact):
             target = prior.compression(latent_of(prior.classifier, x, prior.layer).float()).float()
             latent = latent_of(classifier, x, layer).float()
@@ -778,9 +783,8 @@ def warm_start(nets: _Nets, classifier: nn.Module, layer: str, prior: Explainer,
             losses.append(loss.item())
     nets.C_ema.load_state_dict(nets.C.state_dict())
     scale = len(settings.channels) - 1
-    for step in range(settings.distill_images // settings.batch_size):  # the fresh critic learns G's images
-        idx = torch.randint(len(train_set), (settings.batch_size,), generator=order)
-        x = fast.to_memory_format(to_float(train_set.images[idx], device), exact)
+    for step in range(steps):  # the fresh critic learns G's images
+        x = draw()
         with torch.no_grad(), fast.autocast(device, exact):
             fake = nets.G(nets.C(latent_of(classifier, x, layer).float()), scale, 1.0).float()
         critic_step(nets, real_images(x, scale, 1.0), fake, scale, 1.0, settings, step, exact)
