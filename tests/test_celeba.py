@@ -281,6 +281,37 @@ def test_face_panel_is_trained_once_cached_and_names_each_judges_accuracy():
     assert again["source"] == "cache" and again["test_accuracy"] == panel["lenet"][1]["test_accuracy"]
 
 
+@pytest.mark.parametrize("name", ["resnet", "lenet", "mlp", "robust"])
+def test_shipped_face_judges_load_under_their_key_small_with_their_accuracy(name, tmp_path, monkeypatch):
+    """Each default face judge ships under its current key, in fp16 under 2 MiB (LeNet and the MLP read faces
+    average-pooled to 32 px), with the accuracy it reached in training."""
+    from interpretgan import cache, zoo
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))  # nothing cached: the shipped weights are used
+    model, info = zoo.judge("default", name=name, dataset="celeba", progress=False, exact=False)
+    f = cache.shipped(info["key"])
+    assert info["source"] == "shipped" and f.name == f"celeba-judge-{name}.safetensors"
+    assert f.stat().st_size < 2 * 2 ** 20
+    assert info["test_accuracy"] == pytest.approx(info["history"]["test_accuracy"][-1], abs=2e-3)
+    assert info["test_accuracy"] > 0.9 and info["balanced_accuracy"] > 0.85
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 2)
+
+
+def test_face_judges_downsample_only_faces_of_64_px_and_more():
+    from interpretgan import models, zoo
+
+    assert zoo.judge_settings("default", "lenet", dataset="celeba")["model"]["downsample"] == 2
+    assert "downsample" not in zoo.judge_settings("default", "resnet", dataset="celeba")["model"]
+    assert "downsample" not in zoo.judge_settings("smoke", "mlp", dataset="celeba")["model"]  # 32 px already
+    x = torch.rand(3, 3, 64, 64)
+    lenet = models.JudgeCNN(2, in_channels=3, image_size=64, downsample=2)
+    rest = torch.nn.Sequential(*lenet.body[1:], lenet.head)  # its layers after the pooling read a 32 px face
+    assert torch.allclose(lenet(x), rest(torch.nn.functional.avg_pool2d(x, 2)), atol=1e-5)
+    assert sum(p.numel() for p in lenet.parameters()) < 700_000  # against 4.2 M reading 64 px
+    with pytest.raises(ValueError, match="downsample"):
+        models.JudgeMLP(2, image_size=64, in_channels=3, downsample=0)
+
+
 def test_adversarial_label_share_counts_only_images_the_attack_flipped(identity_explainer):
     from interpretgan import diagnosis
     from interpretgan.attacks import AttackResult, predict
@@ -355,3 +386,91 @@ def test_face_parameters():
         default_epsilon("faces")
     assert resolve(dataset="celeba", layers="fc1, BLOCK2").layers == ["block2", "fc1"]
     assert resolve(dataset="mnist", layers="all").layers[0] == "conv1"
+
+
+def _faces_with_attribute(n=40, seed=3):
+    """n random faces, the brighter half annotated with Eyeglasses (the only attribute)."""
+    torch.manual_seed(seed)
+    x = torch.rand(n, 3, 32, 32) * torch.linspace(0.2, 1.0, n).view(-1, 1, 1, 1)
+    has = x.mean(dim=(1, 2, 3)) > x.mean(dim=(1, 2, 3)).median()
+    return data.ImageSet((x * 255).round().to(torch.uint8), torch.zeros(n, dtype=torch.long), torch.arange(n),
+                         "faces", has.view(-1, 1), ("Eyeglasses",))
+
+
+class _BrightnessReader(torch.nn.Module):
+    """Reads "has the attribute" (label 1) where an image's mean is above ``threshold``."""
+
+    def __init__(self, threshold):
+        super().__init__()
+        self.threshold = torch.nn.Parameter(torch.tensor(float(threshold)), requires_grad=False)
+
+    def forward(self, x):
+        score = x.mean(dim=(1, 2, 3)) - self.threshold
+        return torch.stack([-score, score], dim=1)
+
+
+def test_attribute_labels_relabel_and_balance_by_repeating_the_rare_class():
+    faces = _faces_with_attribute(n=10)
+    faces.attributes[:, 0] = torch.tensor([1, 0, 0, 0, 0, 1, 0, 0, 0, 0], dtype=torch.bool)
+    plain = data.attribute_labels(faces, "Eyeglasses")
+    assert plain.labels.tolist() == [1, 0, 0, 0, 0, 1, 0, 0, 0, 0] and len(plain) == 10
+    balanced = data.attribute_labels(faces, "Eyeglasses", balanced=True)
+    assert int(balanced.labels.sum()) == 8 and len(balanced) == 16  # 8 without, the 2 with repeated 4 times each
+    assert sorted(balanced.indices[balanced.labels == 1].tolist()) == [0] * 4 + [5] * 4
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        data.attribute_labels(faces, "Wearing_Hat")
+
+
+def test_attribute_kept_known_answers(identity_explainer):
+    """A reader that sees the attribute exactly where it is annotated: explanations equal to the faces keep it for
+    every wearer (and give it to no one else); blank explanations keep it for no one."""
+    from interpretgan import quality
+
+    faces = _faces_with_attribute()
+    x = faces.tensors()[0]
+    means = x.mean(dim=(1, 2, 3)).sort().values
+    reader = _BrightnessReader((means[19] + means[20]) / 2).eval()
+
+    class Blank(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images, exact=None):
+            return torch.zeros_like(images)
+
+    table = quality.attribute_kept({"Eyeglasses": reader}, {"block1": identity_explainer(), "fc3": Blank()}, faces)
+    assert list(table.index) == ["block1", "fc3", "faces"] and table.attrs["wearers"] == {"Eyeglasses": 20}
+    assert table.loc["block1", "Eyeglasses"] == 1 and table.loc["faces", "Eyeglasses"] == 1
+    assert table.loc["block1", "Eyeglasses false"] == 0 and table.loc["block1", "Eyeglasses low"] == 1
+    assert table.loc["fc3", "Eyeglasses"] == 0 and table.loc["fc3", "Eyeglasses high"] == 0
+    # a reader that misses half the wearers: the share is 1/2 with an interval around it
+    half = _BrightnessReader(means[29:31].mean()).eval()
+    row = quality.attribute_kept({"Eyeglasses": half}, {"block1": identity_explainer()}, faces).loc["block1"]
+    assert row["Eyeglasses"] == 0.5 and row["Eyeglasses low"] < 0.5 < row["Eyeglasses high"]
+
+
+def test_smoke_attribute_reader_is_trained_balanced_and_cached():
+    from interpretgan import zoo
+
+    model, info = zoo.attribute_reader("smoke", attribute="Eyeglasses", progress=False)
+    assert info["settings"]["balanced"] and info["settings"]["attribute"] == "Eyeglasses"
+    assert 0 <= info["test_accuracy"] <= 1 and 0 <= info["balanced_accuracy"] <= 1
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 2)
+    again = zoo.attribute_reader("smoke", attribute="Eyeglasses", progress=False)[1]
+    assert again["source"] == "cache" and again["test_accuracy"] == info["test_accuracy"]
+    with pytest.raises(ValueError, match="attribute must be one of"):
+        zoo.attribute_reader_settings("smoke", "Bald")
+
+
+def test_most_visible_picks_the_wearers_the_reader_is_surest_of_and_concat_keeps_attributes():
+    from interpretgan import quality
+
+    faces = _faces_with_attribute()
+    means = faces.tensors()[0].mean(dim=(1, 2, 3))
+    pick = quality.most_visible(_BrightnessReader(0.0).eval(), faces, "Eyeglasses", k=3)  # surest where brightest
+    assert pick.tolist() == means.argsort(descending=True)[:3].tolist()
+    assert bool(faces.attribute("Eyeglasses")[pick].all())
+    joined = data.concat([faces.take(slice(0, 10)), faces.take(slice(10, 40))])
+    assert torch.equal(joined.images, faces.images) and torch.equal(joined.attributes, faces.attributes)
+    assert joined.attribute_names == ("Eyeglasses",) and len(joined) == 40

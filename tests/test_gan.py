@@ -75,6 +75,41 @@ def test_interpretability_loss_is_the_soft_label_cross_entropy(weak_model, test_
     torch.testing.assert_close(gan.interpretability_loss(weak_model, x, p, exact=True), entropy)
 
 
+def test_latent_match_loss_known_answers(weak_model, test_set):
+    """0 for the input itself, 1 for an image whose latent is zero; its cross-entropy is interpretability_loss's;
+    and its key is left out of the settings' dict at 0 (earlier cache keys unchanged)."""
+    x, _ = test_set.subset(16).tensors()
+    p = F.softmax(weak_model(x), 1)
+    latent = gan.latent_of(weak_model, x, "conv2")
+    match, ce = gan.latent_match_loss(weak_model, x, "conv2", latent, p, exact=True)
+    assert float(match) == pytest.approx(0.0, abs=1e-6)
+    torch.testing.assert_close(ce, gan.interpretability_loss(weak_model, x, p, exact=True))
+    x_hat = torch.rand_like(x)
+    match, _ = gan.latent_match_loss(weak_model, x_hat, "fc2", gan.latent_of(weak_model, x, "fc2"), p, exact=True)
+    seen, want = gan.latent_of(weak_model, x_hat, "fc2"), gan.latent_of(weak_model, x, "fc2")
+    assert float(match) == pytest.approx(float((seen - want).pow(2).mean() / want.pow(2).mean()), rel=1e-5)
+    assert "latent_match" not in gan.GANSettings().as_dict()
+    assert gan.GANSettings(latent_match=0.5).as_dict()["latent_match"] == 0.5
+
+
+def test_latent_match_step_records_the_term_and_pulls_the_latent_closer(weak_model, test_set):
+    """A few generator steps with only the latent-matching term weighted: the recorded term falls."""
+    x, _ = test_set.subset(32).tensors()
+    settings = gan.GANSettings(code_dim=16, channels=(8, 8, 8, 8), batch_size=32, images=(0, 0, 0, 32),
+                               interpretability=0.0, latent_match=100.0, lr=0.01)
+    torch.manual_seed(0)
+    latent = gan.latent_of(weak_model, x, "conv3")
+    nets = gan._build_nets(tuple(latent.shape[1:]), 1, settings, torch.device("cpu"), True)
+    target = F.softmax(weak_model(x), 1)
+    matches = []
+    for _ in range(15):
+        fake = nets.G(nets.C(latent), 3, 1.0)
+        rec = gan.generator_step(nets, weak_model, fake, target, x, 3, 1.0, settings, exact=True, layer="conv3",
+                                 latent=latent)
+        matches.append(rec["match"])
+    assert matches[-1] < 0.8 * matches[0]
+
+
 def test_phase_schedule():
     s = gan.GANSettings(images=(100, 200, 200, 400))
     assert gan.phase_at(s, 0) == (0, 1.0) and gan.phase_at(s, 99) == (0, 1.0)

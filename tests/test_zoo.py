@@ -119,7 +119,12 @@ def test_the_default_prior_ships_and_fits_from_nothing_keep_their_keys():
         assert cache.shipped(cache.settings_key(old)).name == f"mnist-smallcnn-max-natural-seed0-interpretgan-{layer}.safetensors"
     assert "prior" not in zoo.explainer_settings("default", layer="conv2", pixel_loss=True)
     assert "prior" not in zoo.explainer_settings("default", layer="conv2", interpretability=0.0)
-    assert "prior" not in zoo.explainer_settings("default", layer="block1", dataset="celeba")
+    face_prior = zoo.prior_of("default", "celeba")  # faces: block2's generator fitted from nothing, as shipped
+    face_key = zoo.explainer_settings("default", layer="block1", dataset="celeba")["prior"]
+    assert face_key == cache.settings_key(zoo.explainer_settings("default", layer=face_prior.layer, dataset="celeba",
+                                                                 warm=False))
+    assert cache.shipped(face_key).name == "celeba-face_vgg16-max-natural-seed0-interpretgan-block2.safetensors"
+    assert zoo.prior_of("paper", "celeba") is None and zoo.prior_of("default", "cifar10") is None
     with pytest.raises(ValueError, match="warm=True"):
         zoo.explainer_settings("default", layer="conv2", schedule_factor=4, warm=True)
     with pytest.raises(ValueError, match="warm=True"):

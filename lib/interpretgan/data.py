@@ -157,6 +157,32 @@ class ImageSet:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
 
 
+def concat(sets: list[ImageSet], name: str | None = None) -> ImageSet:
+    """One ImageSet of ``sets`` in order (e.g. CelebA's validation and test faces); ``indices`` are kept as they
+    were (positions in each set's own split), attributes are kept where every set has the same ones."""
+    same = all(s.attribute_names == sets[0].attribute_names and s.attributes is not None for s in sets)
+    return ImageSet(torch.cat([s.images for s in sets]), torch.cat([s.labels for s in sets]),
+                    torch.cat([s.indices for s in sets]), name or "+".join(s.name for s in sets),
+                    torch.cat([s.attributes for s in sets]) if same else None,
+                    sets[0].attribute_names if same else ())
+
+
+def attribute_labels(images: ImageSet, attribute: str, balanced: bool = False) -> ImageSet:
+    """``images`` labelled 1 where they have ``attribute`` (e.g. CelebA's "Eyeglasses") and 0 elsewhere; with
+    ``balanced`` the rarer class's images are repeated in turn until both classes are as many (for training a
+    reader of a rare attribute: 241 of the shared subset's 4,560 training faces wear glasses)."""
+    has = images.attribute(attribute)
+    relabelled = ImageSet(images.images, has.long(), images.indices, f"{images.name}:{attribute}", images.attributes,
+                          images.attribute_names)
+    if not balanced:
+        return relabelled
+    yes, no = torch.nonzero(has).flatten(), torch.nonzero(~has).flatten()
+    rare, common = (yes, no) if len(yes) < len(no) else (no, yes)
+    if len(rare) == 0:
+        raise ValueError(f"no image of {images.name!r} has the class of {attribute!r} to balance")
+    return relabelled.take(torch.cat([common, rare[torch.arange(len(common)) % len(rare)]]).sort().values)
+
+
 def to_float(images: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
     """uint8 images to float32 in [0, 1] on ``device``."""
     return images.to(device, non_blocking=True).float().div_(255.0)

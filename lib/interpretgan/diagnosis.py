@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy.stats import bootstrap
 from torch import nn
 
 from . import cache, gan, quality, zoo
@@ -79,7 +78,7 @@ def attack_share(correct_attack: dict[str, torch.Tensor], correct_noise: dict[st
     for layer, ca in correct_attack.items():
         a, n = ca.double().numpy(), correct_noise[layer].double().numpy()
         diff = ((np.ones_like(a) if prev_a is None else prev_a) - a) - ((np.ones_like(n) if prev_n is None else prev_n) - n)
-        low, high = _ci(diff, confidence, n_resamples, seed)
+        low, high = quality.mean_interval(diff, confidence, n_resamples, seed)
         rows[layer] = {"share": diff.mean(), "share_low": low, "share_high": high}
         prev_a, prev_n = a, n
     return pd.DataFrame(rows).T
@@ -106,14 +105,6 @@ def adversarial_class_share(reads: dict[str, dict[str, torch.Tensor]], labels: t
     return out
 
 
-def _ci(values: np.ndarray, confidence: float, n_resamples: int, seed: int) -> tuple[float, float]:
-    if np.all(values == values[0]):  # no spread: the interval is the point
-        return float(values[0]), float(values[0])
-    res = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
-                    random_state=np.random.default_rng(seed), vectorized=True)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-
 def vulnerability(correct: dict[str, torch.Tensor], confidence: float = 0.95, n_resamples: int = 2000,
                   seed: int = 0) -> pd.DataFrame:
     """Table 1 from per-image correctness (layer -> bool tensor, in the model's order): one row per
@@ -123,7 +114,7 @@ def vulnerability(correct: dict[str, torch.Tensor], confidence: float = 0.95, n_
     for layer, c in correct.items():
         c = c.double().numpy()
         diff = (np.ones_like(c) if prev is None else prev) - c
-        acc_ci, vul_ci = _ci(c, confidence, n_resamples, seed), _ci(diff, confidence, n_resamples, seed)
+        acc_ci, vul_ci = quality.mean_interval(c, confidence, n_resamples, seed), quality.mean_interval(diff, confidence, n_resamples, seed)
         rows[layer] = {"acc": c.mean(), "acc_low": acc_ci[0], "acc_high": acc_ci[1],
                        "vul": diff.mean(), "vul_low": vul_ci[0], "vul_high": vul_ci[1]}
         prev = c
@@ -405,7 +396,7 @@ def adversarial_label_share(d: Diagnosis, confidence: float = 0.95, n_resamples:
     adv, rows, nan = d.d_star.pred_adv[fooled], {}, float("nan")
     for layer, pred in reads.items():
         hit = (pred == adv).double().numpy()
-        low, high = _ci(hit, confidence, n_resamples, seed) if len(hit) else (nan, nan)
+        low, high = quality.mean_interval(hit, confidence, n_resamples, seed) if len(hit) else (nan, nan)
         rows[layer] = {"share": float(hit.mean()) if len(hit) else nan, "share_low": low, "share_high": high}
     out = pd.DataFrame(rows).T
     out.attrs["n_fooled"] = int(fooled.sum())

@@ -302,10 +302,12 @@ class GANSettings:
     balanced: bool = False             # draw every class equally often (with replacement) instead of epochs
     flip: bool = False                 # flip each training image left-right with probability 1/2 (faces)
     distill_images: int = 0            # with a prior: images of C's warm-up towards the prior's codes
+    latent_match: float = 0.0          # weight of the latent-matching term (:func:`latent_match_loss`; 0: off)
 
     #: fields added after explainers were first shipped: left out of :meth:`as_dict` (the cache key) at
     #: their default, so that the keys of earlier fits stay valid
-    LATER_FIELDS = {"code_map": False, "augment": (), "balanced": False, "flip": False, "distill_images": 0}
+    LATER_FIELDS = {"code_map": False, "augment": (), "balanced": False, "flip": False, "distill_images": 0,
+                    "latent_match": 0.0}
 
     def __post_init__(self):
         object.__setattr__(self, "augment", check_policies(self.augment))  # a tuple of known names
@@ -393,6 +395,18 @@ def interpretability_loss(classifier: nn.Module, x_hat_unit: torch.Tensor, targe
     with fast.autocast(x_hat_unit.device, exact):
         logits = classifier(fast.to_memory_format(x_hat_unit, exact))
     return -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+
+
+def latent_match_loss(classifier: nn.Module, x_hat_unit: torch.Tensor, layer: str, latent: torch.Tensor,
+                      target_probs: torch.Tensor, exact: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beyond the paper: how far ``layer`` sees the explanation from its input. Returns ``(match, loss_i)``:
+    the mean squared difference between ``layer``'s latent of the explanation and ``latent`` (the input's),
+    divided by the mean square of ``latent`` (so 1 means as far as a latent of zeros; scale-free across
+    layers), and :func:`interpretability_loss`'s cross-entropy, from the same forward pass of f."""
+    with fast.autocast(x_hat_unit.device, exact):
+        seen, logits = latent_and_logits(classifier, fast.to_memory_format(x_hat_unit, exact), layer)
+    match = (seen.float() - latent.float()).pow(2).mean() / latent.float().pow(2).mean().clamp_min(1e-12)
+    return match, -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
 def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float,
@@ -521,11 +535,13 @@ def critic_step(nets: _Nets, real: torch.Tensor, fake: torch.Tensor, scale: int,
 
 def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, target: torch.Tensor,
                    real: torch.Tensor, scale: int, alpha: float, settings: GANSettings,
-                   exact: bool | None = None) -> dict[str, float]:
+                   exact: bool | None = None, layer: str | None = None,
+                   latent: torch.Tensor | None = None) -> dict[str, float]:
     """One update of C and G from ``fake`` = G(C(l)) (with its graph) and f's predicted distribution on x
-    (``target``): the adversarial loss -D(fake) (fake augmented by ``settings.augment``) plus lambda times the interpretability cross-entropy; or,
-    for the inverter (``settings.pixel_loss``), the MSE to ``real``. Then the EMA copies follow. Returns
-    ``loss_g`` and ``loss_i`` (or ``pixel``)."""
+    (``target``): the adversarial loss -D(fake) (fake augmented by ``settings.augment``) plus lambda times the
+    interpretability cross-entropy (plus ``settings.latent_match`` times :func:`latent_match_loss` against
+    ``layer``'s ``latent`` of x, where set); or, for the inverter (``settings.pixel_loss``), the MSE to ``real``.
+    Then the EMA copies follow. Returns ``loss_g`` and ``loss_i`` (or ``pixel``), and ``match`` where computed."""
     if settings.pixel_loss:
         loss = F.mse_loss(fake, real)
         rec = {"pixel": loss.item()}
@@ -537,9 +553,16 @@ def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, targe
         finally:
             for q in nets.D.parameters():
                 q.requires_grad_(True)
-        loss_i = interpretability_loss(classifier, to_unit(fake, settings.image_size), target, exact)
+        x_hat = to_unit(fake, settings.image_size)
+        if settings.latent_match:
+            match, loss_i = latent_match_loss(classifier, x_hat, layer, latent, target, exact)
+        else:
+            match, loss_i = None, interpretability_loss(classifier, x_hat, target, exact)
         loss = adv + settings.interpretability * loss_i
         rec = {"loss_g": adv.item(), "loss_i": loss_i.item()}
+        if match is not None:
+            loss = loss + settings.latent_match * match
+            rec["match"] = match.item()
     nets.opt_g.zero_grad(set_to_none=True)
     loss.backward()
     nets.opt_g.step()
@@ -577,7 +600,7 @@ def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, 
             rec["loss_d"], gp = critic_step(nets, real, fake, scale, alpha, settings, step * settings.critic_steps + k,
                                             exact)
             rec["gp"] = gp if gp is not None else rec["gp"]
-    rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact))
+    rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact, layer, latent))
     return rec
 
 
@@ -697,7 +720,7 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
             history["images"].append(shown)
             history["seconds"].append(elapsed)
             for k, v in rec.items():
-                history[k].append(v)
+                history.setdefault(k, []).append(v)  # "match" only where the latent-matching term is on
             bar.set_postfix(scale=f"{resolution(scale)}x{resolution(scale)}", alpha=f"{alpha:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))

@@ -48,6 +48,24 @@ PAPER_ATTA = {
                                    eval_step=0.003, n_eval=1000),
 }
 
+
+@dataclass(frozen=True)
+class GANPrior:
+    """A warm start for every layer's InterpretGAN (:func:`interpretgan.gan.warm_start`): one generator fitted
+    longer, once per data set (the explainer of ``layer`` of the ``pooling`` / ``training`` model at
+    ``schedule_factor`` times the profile's images), whose generator each layer's fit starts from; ``warm`` is
+    the per-layer schedule (C's warm-up towards the prior's codes, then a shorter fit at full resolution)."""
+
+    warm: GANSettings
+    layer: str = "conv2"
+    schedule_factor: int = 16
+    pooling: str = "max"
+    training: str = "natural"
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class FaceSchedule:
     """CelebA gender: the VGG16's size, its natural training, the attack and InterpretGAN's schedule.
@@ -77,6 +95,7 @@ class FaceSchedule:
     inverter_images: tuple[int, ...] = ()  # the pixel-loss baseline's images per scale
     n_gan_eval: int | None = None   # test faces for explanation accuracy and the Fréchet distance
     judge_atta: AdversarialSchedule | None = None  # the robust face judge's ATTA-1 + TRADES schedule
+    gan_prior: GANPrior | None = None  # face explainers warm-started from one prior (None: each fitted from nothing)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -95,23 +114,6 @@ PAPER_FACES = FaceSchedule(image_size=128, width=1.0, hidden=4096, epochs=7, lr=
                                            images=(768_000, *(1_536_000,) * 5), ema=0.999, checkpoint_every=96_000,
                                            code_map=True),
                            inverter_images=(96_000, *(192_000,) * 5), judge_atta=FACE_JUDGE_ATTA)
-
-@dataclass(frozen=True)
-class GANPrior:
-    """A warm start for every layer's InterpretGAN (:func:`interpretgan.gan.warm_start`): one generator fitted
-    longer, once per data set (the explainer of ``layer`` of the ``pooling`` / ``training`` model at
-    ``schedule_factor`` times the profile's images), whose generator each layer's fit starts from; ``warm`` is
-    the per-layer schedule (C's warm-up towards the prior's codes, then a shorter fit at full resolution)."""
-
-    warm: GANSettings
-    layer: str = "conv2"
-    schedule_factor: int = 16
-    pooling: str = "max"
-    training: str = "natural"
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 #: CIFAR-10 architectures per profile: build() keyword arguments (the paper: full VGG16 and WRN-34-10).
 PAPER_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 1.0},
@@ -172,13 +174,21 @@ DEFAULT_ATTA = {
                                    weight_decay=2e-4, reset_every=None, augment=True, n_train=10_000,
                                    eval_steps=10, eval_step=0.007, n_eval=500),
 }
+#: Face explainers at the default profile: each layer starts from block2's generator fitted from nothing on the
+#: profile's 78,000 images (its explanations follow their faces: retrieval 37% / 56% for female / male), learns the
+#: prior's codes for 3,200 faces, then fits 12,000 flipped-or-not training faces at 64 px (issue 29).
+DEFAULT_FACE_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(128, 128, 64, 32, 16), batch_size=32,
+                                          images=(0, 0, 0, 0, 12_000), ema=0.99, critic_steps=2, checkpoint_every=3_000,
+                                          code_map=True, distill_images=3_200, flip=True),
+                              layer="block2", schedule_factor=1)
 #: CelebA at the default profile: VGG16 at 1/4 width, 64 px, fc 256; 5 scales to 64 px.
 DEFAULT_FACES = FaceSchedule(image_size=64, width=0.25, hidden=256, epochs=20, lr=0.001, lr_milestones=(15,),
                              batch_size=64,
                              gan=GANSettings(code_dim=128, channels=(128, 128, 64, 32, 16), batch_size=32,
                                              images=(6_000, 6_000, 12_000, 18_000, 36_000), ema=0.99, critic_steps=2,
                                              checkpoint_every=6_000, code_map=True),
-                             inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000), judge_atta=FACE_JUDGE_ATTA)
+                             inverter_images=(3_000, 3_000, 6_000, 9_000, 18_000), judge_atta=FACE_JUDGE_ATTA,
+                             gan_prior=DEFAULT_FACE_PRIOR)
 SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0.001, batch_size=32, n_train=512,
                            n_test=64, gan=GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
                                                       images=(64, 64, 64, 128), ema=0.9, checkpoint_every=320,
@@ -186,7 +196,11 @@ SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0
                            inverter_images=(32, 32, 32, 64), n_gan_eval=64,
                            judge_atta=AdversarialSchedule(eps=2 / 255, step=1 / 255, epochs=1, lr=0.05, lr_milestones=(),
                                                           batch_size=32, augment=True, eval_steps=5,
-                                                          eval_step=0.5 / 255, n_eval=32))
+                                                          eval_step=0.5 / 255, n_eval=32),
+                           gan_prior=GANPrior(GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
+                                                          images=(0, 0, 0, 64), ema=0.9, checkpoint_every=320,
+                                                          code_map=True, distill_images=32, flip=True),
+                                              layer="block2", schedule_factor=1))
 #: MNIST explainers at the default profile: each layer starts from the generator of the natural max-pool model's conv2
 #: fitted on 16x the default images (816,000, the scaling curve's largest budget; its explanations follow their
 #: input), learns the prior's codes for 6,400 images, then fits 20,000 images at 32x32 (issue 29's candidate table).

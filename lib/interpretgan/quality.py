@@ -30,9 +30,24 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import fast
 from .attacks import predict
 
 BATCH = 250
+
+
+def mean_interval(values: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000,
+                  seed: int = 0) -> tuple[float, float]:
+    """The percentile bootstrap interval (scipy.stats.bootstrap) of the mean of ``values`` (one per image, e.g.
+    0 / 1 hits), at ``confidence``; the point itself where all values are equal."""
+    from scipy.stats import bootstrap
+
+    values = np.asarray(values, dtype=float)
+    if np.all(values == values[0]):  # no spread: the interval is the point
+        return float(values[0]), float(values[0])
+    res = bootstrap((values,), np.mean, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
+                    random_state=np.random.default_rng(seed), vectorized=True)
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
@@ -242,6 +257,44 @@ def agreement(classifier: nn.Module, panel: dict[str, nn.Module], explainers: di
         row.update(following_by_class(x_hat, real, labels, class_names))
         rows[layer] = row
     return pd.DataFrame(rows).T
+
+
+def attribute_kept(readers: dict[str, nn.Module], explainers: dict, faces, exact: bool | None = None,
+                   confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Figure 4, measured: does a layer's explanation keep an attribute of its face? ``readers`` maps a CelebA
+    attribute (e.g. "Eyeglasses") to its reader (label 1: has it, :func:`~interpretgan.zoo.attribute_reader`);
+    ``faces`` is an ImageSet with CelebA's annotations. One row per layer, then ``faces`` (the reader on the
+    faces themselves: the ceiling); per attribute, over the faces annotated with it, the share read as having it
+    (``<attribute>``) with its bootstrap interval (``<attribute> low`` / ``high``), and over the faces annotated
+    without it, the share read as having it (``<attribute> false``: what a reader that sees the attribute
+    everywhere would score). ``attrs["wearers"]``: how many faces have each attribute."""
+    images, _ = faces.tensors()
+    explained = explain(explainers, images, exact)
+    rows: dict[str, dict] = {layer: {} for layer in [*explained, "faces"]}
+    for attribute, reader in readers.items():
+        has = faces.attribute(attribute)
+        for layer in rows:
+            said = labels_of(reader, images if layer == "faces" else explained[layer], exact) == 1
+            hit = said[has].double().numpy()
+            low, high = mean_interval(hit, confidence, seed=seed) if len(hit) else (np.nan, np.nan)
+            rows[layer].update({attribute: float(hit.mean()) if len(hit) else np.nan, f"{attribute} low": low,
+                                f"{attribute} high": high, f"{attribute} false": float(said[~has].double().mean())})
+    out = pd.DataFrame(rows).T
+    out.attrs["wearers"] = {a: int(faces.attribute(a).sum()) for a in readers}
+    return out
+
+
+@torch.no_grad()
+def most_visible(reader: nn.Module, faces, attribute: str, k: int = 1, exact: bool | None = None) -> torch.Tensor:
+    """Positions in ``faces`` of the ``k`` faces annotated with ``attribute`` whose attribute ``reader`` is surest
+    of (highest probability of label 1 on the face): Figure 4's faces, where the attribute is plainly visible."""
+    has = torch.nonzero(faces.attribute(attribute)).flatten()
+    if len(has) == 0:
+        return has
+    x = faces.take(has).tensors(next(reader.parameters()).device)[0]
+    with fast.autocast(x.device, exact):
+        p = torch.softmax(reader(fast.to_memory_format(x, exact)).float(), dim=1)[:, 1].cpu()
+    return has[p.argsort(descending=True)[:k]]
 
 
 def reference(panel: dict[str, nn.Module], test_set, exact: bool | None = None) -> pd.Series:

@@ -24,7 +24,7 @@ from torch import nn
 
 from . import cache, fast, gan
 from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
-from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, celeba_source, load
+from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, attribute_labels, celeba_source, load
 from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
 from .training import TRAININGS, rank_and_world, set_seed, train_atta, train_natural
@@ -103,7 +103,7 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
 
 def image_size_of(settings: dict[str, Any]) -> int | None:
     """The side in pixels of a classifier's input when its dataset has a choice (CelebA), else None."""
-    return settings.get("model", {}).get("image_size")
+    return settings.get("model", {}).get("image_size", settings.get("image_size"))
 
 
 def test_set(profile: str, settings: dict[str, Any], data_root: str | None = None):
@@ -130,10 +130,13 @@ def _build(settings: dict[str, Any]) -> nn.Module:
 
 
 def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact):
-    """Train ``model`` on these settings (natural or ATTA); returns the history."""
+    """Train ``model`` on these settings (natural or ATTA; an attribute reader on its attribute); returns the
+    history."""
     dataset = dataset_of(settings)
     train = load(dataset, "train", data_root, size=image_size_of(settings)).subset(settings["n_train"],
                                                                                     seed=settings["n_train_seed"])
+    if "attribute" in settings:
+        train = attribute_labels(train, settings["attribute"], balanced=settings["balanced"])
     common = dict(epochs=settings["epochs"], lr=settings["lr"], lr_milestones=tuple(settings["lr_milestones"]),
                   lr_gamma=settings["lr_gamma"], momentum=settings["momentum"],
                   weight_decay=settings["weight_decay"], batch_size=settings["batch_size"], seed=settings["seed"],
@@ -274,6 +277,13 @@ def _ship(kind: str, settings: dict[str, Any], filename: str, name: str, maker: 
 # InterpretGAN explanation generators, one per classifier layer
 # ----------------------------------------------------------------------------------------------
 
+def prior_of(profile: str, dataset: str = "mnist"):
+    """The profile's :class:`~interpretgan.profiles.GANPrior` for ``dataset`` (MNIST: ``gan_prior``, CelebA:
+    ``celeba.gan_prior``; CIFAR-10 has no explainers), or None where its explainers are fitted from nothing."""
+    p = get_profile(profile)
+    return {"mnist": p.gan_prior, "celeba": p.celeba.gan_prior}.get(dataset)
+
+
 def explainer_settings(profile: str = "default", pooling: str = "max", training: str = "natural", layer: str = "conv1",
                        seed: int = 0, exact: bool | None = None, interpretability: float | None = None,
                        pixel_loss: bool = False, classifier_seed: int = 0, schedule_factor: int = 1,
@@ -291,7 +301,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
     schedule; the settings then name the prior's own cache key under ``prior``. ``warm=False`` gives the
     settings (and cache keys) of fits from nothing, as before priors existed."""
     p = get_profile(profile)
-    prior = p.gan_prior if dataset == "mnist" else None
+    prior = prior_of(profile, dataset)
     plain = not pixel_loss and interpretability is None and schedule_factor == 1
     if warm is None:
         warm = prior is not None and plain
@@ -357,7 +367,7 @@ def explainer(profile: str = "default", *, pooling: str = "max", training: str =
         monitor = load(dataset, "test", data_root, size=size).subset(p.n_gan_monitor, seed=2)
         prior = None
         if "prior" in settings:
-            pr = p.gan_prior
+            pr = prior_of(profile, dataset)
             same = (pr.pooling, pr.training) == (pooling, training) and classifier_seed == 0
             prior = explainer(profile, pooling=pr.pooling, training=pr.training, layer=pr.layer, data_root=data_root,
                               device=device, progress=progress, exact=exact, schedule_factor=pr.schedule_factor,
@@ -419,6 +429,8 @@ def judge_settings(profile: str = "default", name: str = "lenet", exact: bool | 
             raise ValueError(f"judge for celeba must be one of {list(FACE_JUDGES)}, got {name!r}")
         f = p.celeba
         model = {"arch": _JUDGE_ARCH[name], "in_channels": 3, "num_classes": 2, "image_size": f.image_size}
+        if name in ("lenet", "mlp") and f.image_size >= 64:  # faces read at 32 px: shipped fp16 files under 2 MiB
+            model["downsample"] = f.image_size // 32
         if name == "mlp":
             model["hidden"] = 256
         common = {"kind": "judge", "version": 2, "name": name, "dataset": "celeba", "arch": _JUDGE_ARCH[name],
@@ -474,6 +486,55 @@ def judges(profile: str = "default", *, data_root: str | None = None, device: st
     names = names or (FACE_JUDGES if dataset == "celeba" else JUDGES)
     return {name: judge(profile, name=name, data_root=data_root, device=device, progress=progress, exact=exact,
                         dataset=dataset) for name in names}
+
+
+# ----------------------------------------------------------------------------------------------
+# Attribute readers: does an explanation keep the glasses, the hat, the smile? (Figure 4, measured)
+# ----------------------------------------------------------------------------------------------
+
+#: The CelebA attributes read by :func:`attribute_reader`: two occluders the paper's Figure 4 shows being dropped
+#: (glasses, a hat) and one feature it does not discuss (a smile).
+FACE_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Smiling")
+
+
+def attribute_reader_settings(profile: str = "default", attribute: str = "Eyeglasses", exact: bool | None = None,
+                              data_root: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Settings of the reader of ``attribute`` (one of :data:`FACE_ATTRIBUTES`): the face panel's residual network
+    (:class:`~interpretgan.models.JudgeResNet`) on faces of the profile's size, trained on the CelebA model's
+    natural schedule (Adam, flips) with its own seed, on the training faces labelled by the attribute with the
+    rarer class repeated until both are as many (:func:`~interpretgan.data.attribute_labels`)."""
+    if attribute not in FACE_ATTRIBUTES:
+        raise ValueError(f"attribute must be one of {list(FACE_ATTRIBUTES)}, got {attribute!r}")
+    f = get_profile(profile).celeba
+    return {"kind": "reader", "version": 1, "attribute": attribute, "dataset": "celeba", "arch": "resnet",
+            "model": {"arch": "resnet", "in_channels": 3, "num_classes": 2}, "image_size": f.image_size,
+            "seed": 21 + FACE_ATTRIBUTES.index(attribute), "n_train": f.n_train, "n_train_seed": 0, "balanced": True,
+            "training": "natural", "epochs": f.epochs, "lr": f.lr, "lr_milestones": list(f.lr_milestones),
+            "lr_gamma": f.lr_gamma, "optimizer": f.optimizer, "momentum": 0.9, "weight_decay": f.weight_decay,
+            "batch_size": f.batch_size, "flip": f.flip, "exact": fast.resolve_exact(exact),
+            **celeba_data_tag(data_root)}
+
+
+def attribute_reader(profile: str = "default", *, attribute: str = "Eyeglasses", data_root: str | None = None,
+                     device: str | torch.device | None = None, progress: bool = True, exact: bool | None = None,
+                     retrain: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The reader of ``attribute`` on faces (see :func:`attribute_reader_settings`), trained once and cached (or
+    shipped); returns ``(model, info)`` like :func:`judge`: label 1 means "has the attribute", and ``test_accuracy``
+    and ``balanced_accuracy`` are measured on the profile's test faces labelled by the attribute."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    settings = attribute_reader_settings(profile, attribute, exact, data_root)
+    set_seed(settings["seed"])
+    model = JUDGE_ARCHS["resnet"](in_channels=3, num_classes=2).to(device)
+    test = attribute_labels(load("celeba", "test", data_root, size=settings["image_size"])
+                            .subset(get_profile(profile).celeba.n_test), attribute)
+    return model, _trained(model, "readers", settings, test, data_root, device, progress, retrain)
+
+
+def ship_attribute_reader(profile: str = "default", attribute: str = "Eyeglasses", exact: bool | None = None) -> str:
+    """Copy a cached attribute reader into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
+    return _ship("readers", attribute_reader_settings(profile, attribute, exact), "model.safetensors",
+                 f"celeba-reader-{attribute.lower().replace('_', '-')}.safetensors", "attribute_reader",
+                 torch.float16, with_accuracy=True)
 
 
 def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None = None, dataset: str = "mnist") -> str:
