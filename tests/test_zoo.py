@@ -88,9 +88,7 @@ def test_shipped_atta_max_model_keeps_85_percent_under_pgd40(test_set):
     assert r.robust_accuracy >= 0.85 and r.clean_accuracy >= 0.95
 
 
-@pytest.mark.parametrize("pooling, training", [("max", "natural"), ("max", "atta"), ("avg", "natural"), pytest.param(
-    "avg", "atta", marks=pytest.mark.xfail(strict=True, reason="issue 29: not all of the average-pool ATTA model's "
-                                                               "warm-started generators are fitted yet"))])
+@pytest.mark.parametrize("pooling, training", [("max", "natural"), ("max", "atta"), ("avg", "natural"), ("avg", "atta")])
 def test_default_generators_ship_under_their_current_keys(pooling, training):
     """Every layer's default InterpretGAN generator ships for both trainings and poolings, under the key of the
     current settings (a change of the GAN settings without refitting would leave them unused)."""
