@@ -176,10 +176,11 @@ DEFAULT_ATTA = {
 }
 #: Face explainers at the default profile: each layer starts from block2's generator fitted from nothing on the
 #: profile's 78,000 images (its explanations follow their faces: retrieval 37% / 56% for female / male), learns the
-#: prior's codes for 3,200 faces, then fits 12,000 flipped-or-not training faces at 64 px (issue 29).
+#: prior's codes for 3,200 faces, then fits 12,000 flipped-or-not training faces at 64 px with the latent-matching term
+#: (weight 10; issue 29's candidate table).
 DEFAULT_FACE_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(128, 128, 64, 32, 16), batch_size=32,
                                           images=(0, 0, 0, 0, 12_000), ema=0.99, critic_steps=2, checkpoint_every=3_000,
-                                          code_map=True, distill_images=3_200, flip=True),
+                                          code_map=True, distill_images=3_200, flip=True, latent_match=10.0),
                               layer="block2", schedule_factor=1)
 #: CelebA at the default profile: VGG16 at 1/4 width, 64 px, fc 256; 5 scales to 64 px.
 DEFAULT_FACES = FaceSchedule(image_size=64, width=0.25, hidden=256, epochs=20, lr=0.001, lr_milestones=(15,),
@@ -199,13 +200,16 @@ SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0
                                                           eval_step=0.5 / 255, n_eval=32),
                            gan_prior=GANPrior(GANSettings(code_dim=16, channels=(16, 16, 8, 8), batch_size=16,
                                                           images=(0, 0, 0, 64), ema=0.9, checkpoint_every=320,
-                                                          code_map=True, distill_images=32, flip=True),
+                                                          code_map=True, distill_images=32, flip=True,
+                                                          latent_match=10.0),
                                               layer="block2", schedule_factor=1))
 #: MNIST explainers at the default profile: each layer starts from the generator of the natural max-pool model's conv2
 #: fitted on 16x the default images (816,000, the scaling curve's largest budget; its explanations follow their
-#: input), learns the prior's codes for 6,400 images, then fits 20,000 images at 32x32 (issue 29's candidate table).
+#: input), learns the prior's codes for 6,400 images, then fits 20,000 images at 32x32 with the latent-matching term
+#: (weight 10: the layer must see the explanation as it sees the input; issue 29's candidate table).
 DEFAULT_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64, images=(0, 0, 0, 20_000),
-                                     ema=0.99, critic_steps=2, checkpoint_every=6_000, distill_images=6_400))
+                                     ema=0.99, critic_steps=2, checkpoint_every=6_000, distill_images=6_400,
+                                     latent_match=10.0))
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
 
@@ -221,7 +225,8 @@ PROFILES = {
                      scaling_factors=(1, 2),
                      gan_prior=GANPrior(GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32,
                                                     images=(0, 0, 0, 256), ema=0.9, n_train=2_000,
-                                                    checkpoint_every=320, distill_images=128), schedule_factor=2),
+                                                    checkpoint_every=320, distill_images=128, latent_match=10.0),
+                                              schedule_factor=2),
                      notes=("20,000 training images, 1 epoch; 1,000 test images; 100 attacked images",
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
