@@ -138,3 +138,59 @@ def test_cache_cli_help_and_default_leave_the_readme_alone_and_only_the_flag_wri
     checked = subprocess.run(cmd + ["--readme", str(copy), "--check"], capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0 and "up to date" in checked.stdout
     assert (readme.read_bytes(), readme.stat().st_mtime_ns) == before
+
+
+def test_damaged_safetensors_is_named_with_what_it_holds_and_a_cache_copy_rebuilt(tmp_path):
+    """A pickle, a torch.save zip, a truncated file or one without the expected tensors where safetensors should be:
+    load_weights names the file and what it holds (never safetensors' bare 'header too large'); read_weights moves a
+    cache copy aside and returns None so that it is rebuilt."""
+    import pickle
+
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    with pytest.raises(cache.WeightsError, match=f"{f} cannot be read as safetensors weights: it holds a Python pickle"):
+        cache.load_weights(f)
+    torch.save({"w": torch.ones(2)}, f)
+    with pytest.raises(cache.WeightsError, match="a zip archive .* \\(what torch.save writes\\)"):
+        cache.load_weights(f)
+    with pytest.warns(cache.RefusedCheckpointWarning, match="moved aside to model.safetensors.refused"):
+        assert cache.read_weights(f) is None
+    assert not f.exists() and (tmp_path / "model.safetensors.refused").is_file()
+    cache.save_weights({"w": torch.ones(1000)}, f)
+    f.write_bytes(f.read_bytes()[:60])
+    with pytest.raises(cache.WeightsError, match="truncated, or not safetensors"):
+        cache.load_weights(f)
+    cache.save_weights({"w": torch.ones(3)}, f)
+    with pytest.raises(cache.WeightsError, match=r"lacks the tensors \['labels'\]"):
+        cache.load_weights(f, expect=("w", "labels"))
+    assert torch.equal(cache.read_weights(f, expect=("w",))["w"], torch.ones(3))
+
+
+def test_damaged_cache_entries_are_rebuilt_data_and_models(tmp_path, monkeypatch):
+    """A pickle in place of a decoded data set or of a cached model: both are moved aside (the warning names them)
+    and rebuilt; the rebuilt ones equal the originals."""
+    import pickle
+
+    from interpretgan import data, zoo
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    test = data.mnist32("test")
+    (cached,) = (tmp_path / "data").glob("mnist32-test-*.safetensors")
+    cached.write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.warns(cache.RefusedCheckpointWarning, match=f"{cached.name} cannot be read as safetensors"):
+        again = data.mnist32("test")
+    assert torch.equal(again.images, test.images) and cached.is_file()
+    calls = []
+
+    def train():
+        calls.append(1)
+        return {"w": torch.full((2,), float(len(calls)))}, {"test_accuracy": [0.5]}
+
+    folder = cache.entry("judges", {"k": 1})
+    state, source, _ = zoo._through_cache(folder, "k1", "model.safetensors", False, train)
+    assert source == "trained" and zoo._through_cache(folder, "k1", "model.safetensors", False, train)[1] == "cache"
+    (folder / "model.safetensors").write_bytes(pickle.dumps(state))
+    with pytest.warns(cache.RefusedCheckpointWarning, match="model.safetensors cannot be read as safetensors"):
+        state2, source2, _ = zoo._through_cache(folder, "k1", "model.safetensors", False, train)
+    assert source2 == "trained" and len(calls) == 2 and (folder / "model.safetensors.refused").is_file()
+    assert zoo._through_cache(folder, "k1", "model.safetensors", False, train)[1] == "cache"

@@ -127,12 +127,64 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
         save_file(tensors, str(tmp), metadata=metadata)
 
 
-def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32) -> dict[str, torch.Tensor]:
-    """Load a safetensors state dict, floating tensors cast to ``dtype`` (None keeps them)."""
-    sd = load_file(str(path))
+class WeightsError(CheckpointError):
+    """A file that should hold safetensors weights cannot be read as such (the message names it and what it holds)."""
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What a file holds, told from its first bytes, for error messages about files that should be safetensors:
+    a zip archive (what ``torch.save`` writes), a Python pickle, JSON text, an empty file, or its size."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    size = path.stat().st_size
+    if not head:
+        return "an empty file"
+    if head[:4] == b"PK\x03\x04":
+        return f"a zip archive of {size:,} bytes (what torch.save writes), not safetensors"
+    if head[:1] == b"\x80":
+        return f"a Python pickle of {size:,} bytes, not safetensors"
+    if head[:1] in (b"{", b"["):
+        return f"{size:,} bytes of JSON text, not safetensors"
+    claimed = int.from_bytes(head.ljust(8, b"\0"), "little")
+    if claimed + 8 > size:
+        return f"{size:,} bytes whose first 8 claim a {claimed:,}-byte header (truncated, or not safetensors)"
+    return f"{size:,} bytes"
+
+
+def load_weights(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32,
+                 expect: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Load a safetensors state dict, floating tensors cast to ``dtype`` (None keeps them). Raises
+    :class:`WeightsError` naming the file and what it holds when it is not safetensors, or lacks a tensor
+    named in ``expect``."""
+    try:
+        sd = load_file(str(path))
+    except Exception as exc:  # safetensors' SafetensorError, or an OSError from the file system
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"{path} cannot be read as safetensors weights: it holds {describe_file(path)} "
+                           f"({detail})") from None
+    missing = [k for k in expect if k not in sd]
+    if missing:
+        raise WeightsError(f"{path} lacks the tensors {missing} (it holds {sorted(sd)[:8]})")
     if dtype is not None:
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     return sd
+
+
+def read_weights(path: str | os.PathLike, dtype: torch.dtype | None = torch.float32,
+                 expect: tuple[str, ...] = ()) -> dict[str, torch.Tensor] | None:
+    """:func:`load_weights` for a cache entry, or None when the file is missing or refused: a refused file is moved
+    aside to ``<name>.refused`` (a :class:`RefusedCheckpointWarning` names it and why), so the caller rebuilds it."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return load_weights(path, dtype, expect)
+    except WeightsError as err:
+        aside = path.with_name(path.name + ".refused")
+        os.replace(path, aside)
+        warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RefusedCheckpointWarning, stacklevel=2)
+        return None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -31,11 +31,11 @@ from typing import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from .progress import tqdm
 
 from . import paths
-from .cache import atomic_path
+from .cache import atomic_path, read_weights
 
 MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 60_000),
@@ -249,8 +249,8 @@ def mnist32(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
     stamp = "|".join(f"{(raw / f).stat().st_size}:{int((raw / f).stat().st_mtime)}" for f in (img_name, lbl_name))
     key = hashlib.sha256(f"{raw.resolve()}|{stamp}|{IMAGE_SIZE}".encode()).hexdigest()[:16]
     cached = paths.artifacts_root() / "data" / f"mnist32-{split}-{key}.safetensors"
-    if cached.is_file():
-        t = load_file(str(cached))
+    t = read_weights(cached, dtype=None, expect=("images", "labels"))  # a damaged copy is moved aside and rebuilt
+    if t is not None:
         return ImageSet(t["images"], t["labels"], torch.arange(count), f"mnist32-{split}")
     images = _read_idx(raw / img_name, 0x00000803, count, (28, 28))
     labels = _read_idx(raw / lbl_name, 0x00000801, count, ())
@@ -383,8 +383,8 @@ def cifar10(split: str, data_root: str | os.PathLike | None = None) -> ImageSet:
         stamp.update(f"{f.relative_to(folder)}:{st.st_size}:{int(st.st_mtime)}|".encode())
     key = hashlib.sha256(f"{folder.resolve()}|{stamp.hexdigest()}".encode()).hexdigest()[:16]
     cached = paths.artifacts_root() / "data" / f"{name}-{key}.safetensors"
-    if cached.is_file():
-        t = load_file(str(cached))
+    t = read_weights(cached, dtype=None, expect=("images", "labels"))  # a damaged copy is moved aside and rebuilt
+    if t is not None:
         return ImageSet(t["images"], t["labels"], torch.arange(len(t["labels"])), name)
     if kind == "real":
         parts = [_read_cifar_batch(f) for f in files]
@@ -561,8 +561,8 @@ def celeba(split: str, data_root: str | os.PathLike | None = None, size: int = 6
     key = hashlib.sha256(f"{folder.resolve()}|{stamp}|{size}|crop{CELEBA_CROP}".encode()).hexdigest()[:16]
     name = f"{folder.name}-{split}-{size}"
     cached = paths.artifacts_root() / "data" / f"{name}-{key}.safetensors"
-    if cached.is_file():
-        t = load_file(str(cached))
+    t = read_weights(cached, dtype=None, expect=("images", "labels", "attributes", "attribute_names"))
+    if t is not None:
         names = tuple(t["attribute_names"].numpy().tobytes().decode().split(","))
         return ImageSet(t["images"], t["labels"], torch.arange(len(t["labels"])), name, t["attributes"].bool(), names)
     files, names, values = _celeba_split(folder, split)

@@ -158,9 +158,11 @@ def _through_cache(folder, key: str, filename: str, retrain: bool, train) -> tup
     final = folder / filename
     if final.is_file():
         history = cache.read_checkpoint(folder / "history.pt")
-        if history is not None:
-            return cache.load_weights(final), "cache", history
-        os.replace(final, final.with_name(final.name + ".refused"))  # its history was refused: rebuild the entry
+        state = cache.read_weights(final) if history is not None else None  # a damaged file is moved aside
+        if state is not None:
+            return state, "cache", history
+        if final.is_file():
+            os.replace(final, final.with_name(final.name + ".refused"))  # its history was refused: rebuild the entry
     if not retrain and (f := cache.shipped(key)) is not None:
         return cache.load_weights(f), "shipped", cache.read_manifest()["files"][f.name].get("history")
     state, history = train()
