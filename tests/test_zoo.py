@@ -88,13 +88,7 @@ def test_shipped_atta_max_model_keeps_85_percent_under_pgd40(test_set):
     assert r.robust_accuracy >= 0.85 and r.clean_accuracy >= 0.95
 
 
-_NOT_REFITTED = pytest.mark.xfail(strict=True, reason="issue 29: the average-pool models' generators are not yet "
-                                                     "refitted with the latent-matching term")
-
-
-@pytest.mark.parametrize("pooling, training", [("max", "natural"), ("max", "atta"),
-                                               pytest.param("avg", "natural", marks=_NOT_REFITTED),
-                                               pytest.param("avg", "atta", marks=_NOT_REFITTED)])
+@pytest.mark.parametrize("pooling, training", [("max", "natural"), ("max", "atta"), ("avg", "natural"), ("avg", "atta")])
 def test_default_generators_ship_under_their_current_keys(pooling, training):
     """Every layer's default InterpretGAN generator ships for both trainings and poolings, under the key of the
     current settings (a change of the GAN settings without refitting would leave them unused)."""
@@ -103,6 +97,7 @@ def test_default_generators_ship_under_their_current_keys(pooling, training):
     for layer in LAYERS:
         settings = zoo.explainer_settings("default", pooling, training, layer, exact=False)
         assert "prior" in settings  # the default profile warm-starts every MNIST layer from its prior
+        assert settings["gan"]["latent_match"] == 10.0  # with the latent-matching term
         f = cache.shipped(cache.settings_key(settings))
         assert f is not None, f"no shipped generator for {pooling} {training} {layer} under the current settings"
         assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}-warm.safetensors"
