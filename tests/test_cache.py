@@ -194,3 +194,14 @@ def test_damaged_cache_entries_are_rebuilt_data_and_models(tmp_path, monkeypatch
         state2, source2, _ = zoo._through_cache(folder, "k1", "model.safetensors", False, train)
     assert source2 == "trained" and len(calls) == 2 and (folder / "model.safetensors.refused").is_file()
     assert zoo._through_cache(folder, "k1", "model.safetensors", False, train)[1] == "cache"
+
+
+def test_shipped_summary_groups_generators_by_kind(tmp_path):
+    """One row per model and kind of generator: warm-started, fitted from nothing, scaling curve, inverters."""
+    for layer in ("conv1", "conv2"):
+        for suffix in ("-warm", "", "-x4", "-inverter"):
+            cache.ship({"w": torch.ones(2)}, f"m-interpretgan-{layer}{suffix}.safetensors", f"{layer}{suffix}", {},
+                       weights_dir=tmp_path)
+    rows = [line for line in cache.shipped_summary(tmp_path).splitlines() if line.startswith("| m")]
+    assert len(rows) == 4 and all("| conv1, conv2 | 2 |" in row for row in rows)
+    assert any("warm-started from the prior" in row for row in rows)

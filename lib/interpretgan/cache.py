@@ -252,10 +252,11 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
     files = read_manifest(weights_dir)["files"]
     groups: dict[str, list] = {}
     for name, info in sorted(files.items()):
-        m = re.match(r"(.+)-interpretgan-([a-z0-9]+)((?:-x\d+)?(?:-inverter)?)\.safetensors$", name)
+        m = re.match(r"(.+)-interpretgan-([a-z0-9]+)((?:-x\d+)?(?:-inverter)?(?:-warm)?)\.safetensors$", name)
         if m:
             base, layer, suffix = m.groups()
-            what = {"": "InterpretGAN generators", "-inverter": "pixel-loss inverters"}.get(
+            what = {"": "InterpretGAN generators fitted from nothing", "-inverter": "pixel-loss inverters",
+                    "-warm": "InterpretGAN generators warm-started from the prior (the defaults)"}.get(
                 suffix, f"InterpretGAN generators at {suffix[2:]}x the images (scaling curve)")
             key = f"{base}: {what}"
         else:
