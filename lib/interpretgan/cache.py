@@ -113,10 +113,15 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         return load_checkpoint(path, map_location)
     except CheckpointError as err:
-        aside = path.with_name(path.name + ".refused")
-        os.replace(path, aside)
-        warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RefusedCheckpointWarning, stacklevel=2)
-        return None
+        return _refused(path, err)
+
+
+def _refused(path: Path, err: CheckpointError) -> None:
+    """Move the refused cache file ``path`` aside to ``<name>.refused`` with a :class:`RefusedCheckpointWarning`
+    naming it and why, so that its caller rebuilds it; returns None (what the readers return for it)."""
+    aside = path.with_name(path.name + ".refused")
+    os.replace(path, aside)
+    warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RefusedCheckpointWarning, stacklevel=3)
 
 
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -181,10 +186,7 @@ def read_weights(path: str | os.PathLike, dtype: torch.dtype | None = torch.floa
     try:
         return load_weights(path, dtype, expect)
     except WeightsError as err:
-        aside = path.with_name(path.name + ".refused")
-        os.replace(path, aside)
-        warnings.warn(f"{err}; moved aside to {aside.name} and rebuilding", RefusedCheckpointWarning, stacklevel=2)
-        return None
+        return _refused(path, err)
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -114,7 +114,8 @@ def vulnerability(correct: dict[str, torch.Tensor], confidence: float = 0.95, n_
     for layer, c in correct.items():
         c = c.double().numpy()
         diff = (np.ones_like(c) if prev is None else prev) - c
-        acc_ci, vul_ci = quality.mean_interval(c, confidence, n_resamples, seed), quality.mean_interval(diff, confidence, n_resamples, seed)
+        acc_ci = quality.mean_interval(c, confidence, n_resamples, seed)
+        vul_ci = quality.mean_interval(diff, confidence, n_resamples, seed)
         rows[layer] = {"acc": c.mean(), "acc_low": acc_ci[0], "acc_high": acc_ci[1],
                        "vul": diff.mean(), "vul_low": vul_ci[0], "vul_high": vul_ci[1]}
         prev = c

@@ -394,6 +394,11 @@ def interpretability_loss(classifier: nn.Module, x_hat_unit: torch.Tensor, targe
     prediction on the explanation (mean over the batch, fp32)."""
     with fast.autocast(x_hat_unit.device, exact):
         logits = classifier(fast.to_memory_format(x_hat_unit, exact))
+    return _soft_label_cross_entropy(logits, target_probs)
+
+
+def _soft_label_cross_entropy(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of -sum_y p(y) log softmax(logits)_y, in fp32."""
     return -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
 
 
@@ -406,7 +411,7 @@ def latent_match_loss(classifier: nn.Module, x_hat_unit: torch.Tensor, layer: st
     with fast.autocast(x_hat_unit.device, exact):
         seen, logits = latent_and_logits(classifier, fast.to_memory_format(x_hat_unit, exact), layer)
     match = (seen.float() - latent.float()).pow(2).mean() / latent.float().pow(2).mean().clamp_min(1e-12)
-    return match, -(target_probs * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    return match, _soft_label_cross_entropy(logits, target_probs)
 
 
 def gradient_penalty(D: Discriminator, real: torch.Tensor, fake: torch.Tensor, scale: int, alpha: float,

@@ -291,10 +291,12 @@ def most_visible(reader: nn.Module, faces, attribute: str, k: int = 1, exact: bo
     has = torch.nonzero(faces.attribute(attribute)).flatten()
     if len(has) == 0:
         return has
-    x = faces.take(has).tensors(next(reader.parameters()).device)[0]
-    with fast.autocast(x.device, exact):
-        p = torch.softmax(reader(fast.to_memory_format(x, exact)).float(), dim=1)[:, 1].cpu()
-    return has[p.argsort(descending=True)[:k]]
+    device = next(reader.parameters()).device
+    p = []
+    for x, _, _ in faces.take(has).batches(BATCH, device=device):
+        with fast.autocast(device, exact):
+            p.append(torch.softmax(reader(fast.to_memory_format(x, exact)).float(), dim=1)[:, 1].cpu())
+    return has[torch.cat(p).argsort(descending=True)[:k]]
 
 
 def reference(panel: dict[str, nn.Module], test_set, exact: bool | None = None) -> pd.Series:

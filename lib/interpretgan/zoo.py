@@ -468,16 +468,21 @@ def judge(profile: str = "default", *, name: str = "lenet", data_root: str | Non
     its training epsilon on the schedule's evaluation digits, from its training history)."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = judge_settings(profile, name, exact, dataset, data_root)
-    set_seed(settings["seed"])
-    kwargs = {k: v for k, v in settings.get("model", {}).items() if k != "arch"}
-    if settings["arch"] == "resnet":
-        kwargs.pop("image_size", None)  # global average pooling: any size
-    model = JUDGE_ARCHS[settings["arch"]](**kwargs).to(device)
+    model = _judge_model(settings, device)
     test = test_set(profile, settings, data_root)
     info = _trained(model, "judges", settings, test, data_root, device, progress, retrain)
     if name == "robust":
         info["robust_accuracy"] = info["history"]["robust_accuracy"][-1]
     return model, info
+
+
+def _judge_model(settings: dict[str, Any], device: torch.device) -> nn.Module:
+    """A fresh judge (or attribute reader) of ``settings``' architecture on ``device``, seeded by its own seed."""
+    set_seed(settings["seed"])
+    kwargs = {k: v for k, v in settings.get("model", {}).items() if k != "arch"}
+    if settings["arch"] == "resnet":
+        kwargs.pop("image_size", None)  # global average pooling: any size
+    return JUDGE_ARCHS[settings["arch"]](**kwargs).to(device)
 
 
 def judges(profile: str = "default", *, data_root: str | None = None, device: str | torch.device | None = None,
@@ -525,10 +530,8 @@ def attribute_reader(profile: str = "default", *, attribute: str = "Eyeglasses",
     and ``balanced_accuracy`` are measured on the profile's test faces labelled by the attribute."""
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = attribute_reader_settings(profile, attribute, exact, data_root)
-    set_seed(settings["seed"])
-    model = JUDGE_ARCHS["resnet"](in_channels=3, num_classes=2).to(device)
-    test = attribute_labels(load("celeba", "test", data_root, size=settings["image_size"])
-                            .subset(get_profile(profile).celeba.n_test), attribute)
+    model = _judge_model(settings, device)
+    test = attribute_labels(test_set(profile, settings, data_root), attribute)
     return model, _trained(model, "readers", settings, test, data_root, device, progress, retrain)
 
 
