@@ -53,9 +53,9 @@ def test_augmentation_keeps_gradients_and_is_applied_to_real_and_fake(monkeypatc
     assert augment.diff_augment(x, ()) is x
     # in a critic step both batches go through the augmentation, with the generator's graph intact
     seen = []
-    monkeypatch.setattr(gan, "diff_augment", lambda t, p: seen.append((t.requires_grad, p)) or t)
+    monkeypatch.setattr(gan.fit, "diff_augment", lambda t, p: seen.append((t.requires_grad, p)) or t)
     settings = gan.GANSettings(code_dim=8, channels=(8, 8), images=(32, 32), batch_size=8, augment=("cutout",))
-    nets = gan._build_nets((10,), 1, settings, torch.device("cpu"), exact=True)
+    nets = gan.fit._build_nets((10,), 1, settings, torch.device("cpu"), exact=True)
     real = torch.rand(8, 1, 8, 8) * 2 - 1
     fake = nets.G(nets.C(torch.randn(8, 10)), 1)
     gan.critic_step(nets, real, fake, 1, 1.0, settings, 0, exact=True)

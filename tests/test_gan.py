@@ -99,7 +99,7 @@ def test_latent_match_step_records_the_term_and_pulls_the_latent_closer(weak_mod
                                interpretability=0.0, latent_match=100.0, lr=0.01)
     torch.manual_seed(0)
     latent = gan.latent_of(weak_model, x, "conv3")
-    nets = gan._build_nets(tuple(latent.shape[1:]), 1, settings, torch.device("cpu"), True)
+    nets = gan.fit._build_nets(tuple(latent.shape[1:]), 1, settings, torch.device("cpu"), True)
     target = F.softmax(weak_model(x), 1)
     matches = []
     for _ in range(15):
@@ -154,18 +154,18 @@ def test_fit_resumes_after_a_kill_to_the_uninterrupted_result(weak_model, train_
     settings = dataclasses.replace(TINY, gp_every=gp_every)
     tr = train_set.subset(600, seed=3)
     ref, ref_hist = uninterrupted(gp_every)
-    real_save, calls = gan.save_checkpoint, []
+    real_save, calls = gan.fit.save_checkpoint, []
 
     def save_then_die(obj, path):  # the process is killed right after its first checkpoint
         real_save(obj, path)
         calls.append(obj["shown"])
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(gan.fit, "save_checkpoint", save_then_die)
     ckpt = tmp_path / "gan.pt"
     with pytest.raises(KeyboardInterrupt):
         gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, checkpoint=ckpt, progress=False, exact=True)
-    monkeypatch.setattr(gan, "save_checkpoint", real_save)
+    monkeypatch.setattr(gan.fit, "save_checkpoint", real_save)
     assert calls == [256]  # the end of the first scale
     resumed, hist = gan.fit_layer(weak_model, "fc1", tr, settings, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
                                   progress=False, exact=True)
@@ -186,7 +186,7 @@ def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights
     grids only."""
     tr = train_set.subset(600, seed=3)
     ref, ref_hist = uninterrupted()
-    real_save, calls = gan.save_checkpoint, []
+    real_save, calls = gan.fit.save_checkpoint, []
 
     def save_and_count(obj, path):
         real_save(obj, path)
@@ -197,14 +197,14 @@ def test_timed_checkpoints_between_the_scheduled_ones_resume_to_the_same_weights
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(gan, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(gan.fit, "save_checkpoint", save_then_die)
     ckpt = tmp_path / "gan.pt"
     with pytest.raises(KeyboardInterrupt):  # 0 minutes: a timed checkpoint after every step
         gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, progress=False, exact=True,
                       checkpoint_minutes=0)
     assert calls == [32, 64, 96]  # mid-scale: the first scheduled one is at 256
     calls.clear()
-    monkeypatch.setattr(gan, "save_checkpoint", save_and_count)
+    monkeypatch.setattr(gan.fit, "save_checkpoint", save_and_count)
     resumed, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, checkpoint=ckpt, samples_dir=tmp_path / "s",
                                   progress=False, exact=True, checkpoint_minutes=None)
     assert calls == [256, 512, 768, 1024, 1280]  # None: the scheduled checkpoints only
@@ -218,7 +218,7 @@ def test_monitor_and_sample_grids_show_the_scale_being_trained(weak_model, train
     """At the end of the 4x4 scale the grid shows 4x4 explanations (constant 8x8 blocks at 32 px), not the
     untrained higher scales; at the end, full-resolution ones, equal to the returned explainer's."""
     grids = []
-    monkeypatch.setattr(gan, "save_grid", lambda images, path, nrow=8: grids.append(images.clone()))
+    monkeypatch.setattr(gan.fit, "save_grid", lambda images, path, nrow=8: grids.append(images.clone()))
     tr = train_set.subset(600, seed=3)
     expl, hist = gan.fit_layer(weak_model, "fc1", tr, TINY, seed=1, progress=False, exact=True,
                                monitor_set=test_set.subset(64), samples_dir="unused")
@@ -265,7 +265,7 @@ def test_ema_moves_weights_and_copies_the_running_statistics():
     c, e = gan.CompressionNet((10,), 4), gan.CompressionNet((10,), 4)
     c(torch.randn(32, 10) * 5 + 2)  # updates c's running statistics
     w_before = e.net[-1].weight.clone()
-    gan._ema_update(e, c, 0.9)
+    gan.fit._ema_update(e, c, 0.9)
     torch.testing.assert_close(e.net[-1].weight, 0.9 * w_before + 0.1 * c.net[-1].weight)
     torch.testing.assert_close(e.standardise.running_mean, c.standardise.running_mean)
     torch.testing.assert_close(e.standardise.running_var, c.standardise.running_var)
@@ -287,7 +287,7 @@ def test_lazy_fit_computes_the_penalty_on_every_kth_critic_step(weak_model, trai
         calls.append(1)
         return real_gp(*args, **kwargs)
 
-    monkeypatch.setattr(gan, "gradient_penalty", counted)
+    monkeypatch.setattr(gan.fit, "gradient_penalty", counted)
     settings = dataclasses.replace(TINY, gp_every=4)  # 1,280 images in batches of 32: 40 critic steps
     _, hist = gan.fit_layer(weak_model, "fc3", train_set.subset(600, seed=3), settings, progress=False, exact=True)
     assert len(calls) == 10
@@ -308,20 +308,20 @@ def test_balanced_sampler_draws_each_class_equally_often_and_is_a_function_of_th
                      torch.nonzero(train_set.labels == 1).flatten()[:100]])
     skewed = train_set.take(idx)
     settings = gan.GANSettings(batch_size=100, balanced=True, flip=True)
-    batch_at = gan._sampler(skewed, settings, seed=4)
+    batch_at = gan.fit._sampler(skewed, settings, seed=4)
     drawn = torch.cat([batch_at(100 * k, k)[0] for k in range(200)])
     share_ones = float((skewed.labels[drawn] == 1).double().mean())
     assert share_ones == pytest.approx(0.5, abs=0.02)  # 20,000 draws: sd 0.0035
     i1, f1 = batch_at(500, 5)
-    i2, f2 = gan._sampler(skewed, settings, seed=4)(500, 5)
+    i2, f2 = gan.fit._sampler(skewed, settings, seed=4)(500, 5)
     assert torch.equal(i1, i2) and torch.equal(f1, f2)  # what a resumed fit draws
     assert 30 < int(f1.sum()) < 70
     # without it: shuffled epochs, every image once per epoch, no flips
-    plain = gan._sampler(skewed, dataclasses.replace(settings, balanced=False, flip=False), seed=4)
+    plain = gan.fit._sampler(skewed, dataclasses.replace(settings, balanced=False, flip=False), seed=4)
     epoch = torch.cat([plain(100 * k, k)[0] for k in range(10)])
     assert sorted(epoch.tolist()) == list(range(1000)) and plain(0, 0)[1] is None
     x = torch.rand(4, 3, 2, 5)
-    flipped = gan._flipped(x, torch.tensor([True, False, True, False]))
+    flipped = gan.fit._flipped(x, torch.tensor([True, False, True, False]))
     assert torch.equal(flipped[0], x[0].flip(-1)) and torch.equal(flipped[1], x[1])
 
 
@@ -338,7 +338,7 @@ def test_warm_start_takes_the_priors_generator_and_learns_its_codes(weak_model, 
     prior, _ = gan.fit_layer(weak_model, "conv2", tr, TINY, seed=5, progress=False, exact=True)
     x, _ = test_set.subset(64, seed=1).tensors()
     torch.manual_seed(0)
-    nets = gan._build_nets(latent_shapes(SmallCNN())["conv4"], 1, settings, torch.device("cpu"), exact=True)
+    nets = gan.fit._build_nets(latent_shapes(SmallCNN())["conv4"], 1, settings, torch.device("cpu"), exact=True)
     mse = gan.warm_start(nets, weak_model, "conv4", prior, tr, settings, seed=0, device=torch.device("cpu"), exact=True)
     for a, b in zip(nets.G_ema.state_dict().values(), prior.generator.state_dict().values()):
         assert torch.equal(a, b)

@@ -8,15 +8,29 @@ import interpretgan
 from interpretgan import attacks, data, models, params, profiles, training
 
 PKG = Path(interpretgan.__file__).parent
-MODULES = sorted(p.stem for p in PKG.glob("*.py") if p.stem != "__init__")
+#: the package's modules and sub-packages (``gan`` is one: its files count as one module here)
+MODULES = sorted([p.stem for p in PKG.glob("*.py") if p.stem != "__init__"] +
+                 [p.parent.name for p in PKG.glob("*/__init__.py")])
+
+
+def _files(module: str) -> list[Path]:
+    """The source files of a module, or of every module of a sub-package."""
+    return [PKG / f"{module}.py"] if (PKG / f"{module}.py").is_file() else sorted((PKG / module).glob("*.py"))
+
+
+def _source(module: str) -> str:
+    return "\n".join(f.read_text() for f in _files(module))
 
 
 def _imports(module: str) -> set[str]:
-    """The package modules ``module`` imports (anywhere in its source, function-local imports included)."""
+    """The package modules ``module`` imports (anywhere in its source, function-local imports included; a
+    sub-package's imports of its own modules do not count)."""
     deps = set()
-    for node in ast.walk(ast.parse((PKG / f"{module}.py").read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+    for f in _files(module):
+        top = 2 if f.parent != PKG else 1  # the package's level seen from this file
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == top:
+                deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
     return deps - {module}
 
 
@@ -52,12 +66,12 @@ def test_each_choice_is_defined_once():
                r'\(\s*"mnist",\s*"cifar10",\s*"celeba"\s*\)': "data", r'\(\s*"mnist",\s*"celeba"\s*\)': "params", r'\(\s*"smoke",\s*"default",\s*"paper"\s*\)': None,
                r'\[\s*"max",\s*"avg"\s*\]': None, r'\[\s*"smoke",\s*"default",\s*"paper"\s*\]': None}
     for pattern, home in spelled.items():
-        found = [m for m in MODULES if re.search(pattern, (PKG / f"{m}.py").read_text())]
+        found = [m for m in MODULES if re.search(pattern, _source(m))]
         assert found == ([home] if home else []), (pattern, found)
     assert data.DATASETS == ("mnist", "cifar10", "celeba")
     assert set(params.EXPLAINED_DATASETS) <= set(data.DATASETS)
     # one grammar of attack names, used by params and the attacks themselves
-    assert sum("re.compile" in (PKG / f"{m}.py").read_text() for m in MODULES) == 1
+    assert sum("re.compile" in _source(m) for m in MODULES) == 1
     assert attacks.parse_attack_name("mpgd20") == ("mpgd", 20) and attacks.parse_attack_name("FGSM") == ("fgsm", 1)
     for bad in ("pgd0", "pgd", "cw", "pgd-1"):
         assert not attacks.ATTACK_NAME.match(bad)

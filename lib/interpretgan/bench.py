@@ -168,7 +168,7 @@ def _gan_setup(device: torch.device, exact: bool, layer: str = GAN_LAYER, datase
     model = freeze(fast.prepare(model.to(device).eval(), exact))
     x = fast.to_memory_format(x, exact)
     shape = tuple(gan.latent_of(model, x[:1], layer).shape[1:])
-    return settings, model, x, gan._build_nets(shape, x.shape[1], settings, device, exact)
+    return settings, model, x, gan.fit._build_nets(shape, x.shape[1], settings, device, exact)
 
 
 def gan_step_flops(layer: str = GAN_LAYER, dataset: str = "mnist") -> float:
