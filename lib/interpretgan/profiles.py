@@ -8,7 +8,7 @@ Where default differs from paper, the field says so in ``notes``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from .gan import GANSettings
 
@@ -170,9 +170,9 @@ SMOKE_ATTA = {
 }
 DEFAULT_ATTA = {
     "mnist": AdversarialSchedule(eps=0.3, step=0.04, epochs=12, lr=0.01, lr_milestones=(10,)),
-    "cifar10": AdversarialSchedule(eps=0.031, step=0.015, epochs=8, lr=0.05, lr_milestones=(6,), batch_size=64,
-                                   weight_decay=2e-4, reset_every=None, augment=True, n_train=10_000,
-                                   eval_steps=10, eval_step=0.007, n_eval=500),
+    # CIFAR-10 at the authors' schedule on all 50,000 training images (issue 30); only the per-epoch robustness
+    # check is lighter than the paper profile's (PGD-20 on 500 held-out test images instead of 1,000)
+    "cifar10": replace(PAPER_ATTA["cifar10"], n_eval=500),
 }
 #: Face explainers at the default profile: each layer starts from block2's generator fitted from nothing on the
 #: profile's 78,000 images (its explanations follow their faces: retrieval 37% / 56% for female / male), learns the
@@ -210,8 +210,10 @@ SMOKE_FACES = FaceSchedule(image_size=32, width=0.125, hidden=32, epochs=1, lr=0
 DEFAULT_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64, images=(0, 0, 0, 20_000),
                                      ema=0.99, critic_steps=2, checkpoint_every=6_000, distill_images=6_400,
                                      latent_match=10.0))
-DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.25},
-                       "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}}
+#: CIFAR-10 at the default profile: the paper's layouts at the sizes one CPU core trains in about 80 minutes at
+#: the authors' 38-epoch schedule with bf16 autocast (VGG16 at 3/8 width, 2.1 M parameters; WRN-10-2, 0.3 M).
+DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.375},
+                       "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 2}}
 
 PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
@@ -231,7 +233,7 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, apgd_steps=50, n_cifar_test=128, cifar_seeds=(0, 1),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=None, cifar_seeds=(0, 1, 2),
                        gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),
