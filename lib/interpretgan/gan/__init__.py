@@ -35,11 +35,11 @@ from .fit import (GANSettings, critic_step, fit_layer, generator_step, phase_at,
                   warm_start)
 from .losses import gradient_penalty, interpretability_loss, latent_match_loss, penalty_weight
 from .networks import (RESOLUTIONS, CompressionNet, Discriminator, EqualizedConv2d, EqualizedLinear, Generator,
-                       MinibatchStd, PixelNorm, resolution)
+                       MinibatchStd, PixelNorm, resolution, scales_for)
 
 __all__ = ["CompressionNet", "Discriminator", "EqualizedConv2d", "EqualizedLinear", "Explainer", "GANSettings",
            "Generator", "MinibatchStd", "PixelNorm", "RESOLUTIONS", "build_explainer", "critic_step",
            "explain_layers", "explainer_state", "explanation_accuracy", "fit_layer", "generator_step",
            "gradient_penalty", "interpretability_loss", "latent_and_logits", "latent_match_loss", "latent_of",
-           "penalty_weight", "phase_at", "real_images", "resolution", "save_grid", "to_unit", "train_step",
+           "penalty_weight", "phase_at", "real_images", "resolution", "save_grid", "scales_for", "to_unit", "train_step",
            "warm_start"]

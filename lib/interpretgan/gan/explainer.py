@@ -64,10 +64,11 @@ class Explainer(nn.Module):
     upsampled to full resolution: while a fit runs, its monitor and sample grids show the scale being
     trained, not the higher scales' untrained layers."""
 
-    def __init__(self, classifier: nn.Module, layer: str, compression: CompressionNet, generator: Generator):
+    def __init__(self, classifier: nn.Module, layer: str, compression: CompressionNet, generator: Generator,
+                 image_size: int | None = None):
         super().__init__()
         self.layer, self.compression, self.generator = layer, compression, generator
-        self.image_size = resolution(generator.n_scales - 1)
+        self.image_size = image_size or resolution(generator.n_scales - 1, generator.base)  # the classifier's side
         self.growing: tuple[int, float] | None = None
         self._classifier = [classifier]  # not a submodule: its weights are not this explainer's
 
@@ -90,9 +91,12 @@ class Explainer(nn.Module):
 
 
 def to_unit(images: torch.Tensor, size: int = 32) -> torch.Tensor:  # 32: MNIST's side
-    """Generator output in [-1, 1] units at any resolution -> images in [0, 1] at ``size`` (nearest upsampling)."""
+    """Generator output in [-1, 1] units at any resolution -> images in [0, 1] at ``size`` (nearest upsampling by
+    whole factors, as the growing scales need; bilinear with antialiasing otherwise, e.g. 112 -> 100 px)."""
     if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="nearest")
+        whole = size % images.shape[-1] == 0
+        images = F.interpolate(images, size=(size, size), mode="nearest") if whole else \
+            F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return ((images + 1) / 2).clamp(0.0, 1.0)
 
 
@@ -115,18 +119,19 @@ def explainer_state(explainer: Explainer) -> dict[str, torch.Tensor]:
 
 
 def build_explainer(classifier: nn.Module, layer: str, settings: GANSettings, state: dict[str, torch.Tensor],
-                    device: str | torch.device | None = None) -> Explainer:
-    """An :class:`Explainer` for ``layer`` of ``classifier`` with the weights ``state`` (from :func:`explainer_state`)."""
+                    device: str | torch.device | None = None, image_size: int | None = None) -> Explainer:
+    """An :class:`Explainer` for ``layer`` of ``classifier`` with the weights ``state`` (from :func:`explainer_state`);
+    ``image_size``: the classifier's side in pixels (default: the generator's, ``settings.image_size``)."""
     device = torch.device(device or next(classifier.parameters()).device)
-    probe = torch.zeros(1, *state["generator.to_rgb.0.weight"].shape[:1], settings.image_size, settings.image_size,
-                        device=device)
+    side = image_size or settings.image_size
+    probe = torch.zeros(1, *state["generator.to_rgb.0.weight"].shape[:1], side, side, device=device)
     with torch.no_grad(), eval_mode(classifier):
         latent_shape = tuple(latent_of(classifier, probe, layer).shape[1:])
-    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map)
-    G = Generator(settings.code_dim, settings.channels, probe.shape[1], code_map=settings.code_map)
+    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map, map_side=settings.base)
+    G = Generator(settings.code_dim, settings.channels, probe.shape[1], code_map=settings.code_map, base=settings.base)
     for mod, name in ((C, "compression"), (G, "generator")):
         mod.load_state_dict({k[len(name) + 1:]: v.float() for k, v in state.items() if k.startswith(name + ".")})
-    return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval())
+    return Explainer(classifier, layer, C.to(device).eval(), G.to(device).eval(), image_size=side)
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from ..models import freeze
 from ..progress import tqdm
 from .explainer import Explainer, explanation_accuracy, latent_and_logits, latent_of, to_unit
 from .losses import gradient_penalty, interpretability_loss, latent_match_loss, penalty_weight
-from .networks import CompressionNet, Discriminator, Generator, resolution
+from .networks import CompressionNet, Discriminator, Generator, resolution, scales_for
 
 @dataclass(frozen=True)
 class GANSettings:
@@ -63,11 +63,12 @@ class GANSettings:
     flip: bool = False                 # flip each training image left-right with probability 1/2 (faces)
     distill_images: int = 0            # with a prior: images of C's warm-up towards the prior's codes
     latent_match: float = 0.0          # weight of the latent-matching term (:func:`latent_match_loss`; 0: off)
+    base: int = 4                      # side of the first scale in pixels (:func:`scales_for`; 4: 32, 64, 128 px)
 
     #: fields added after explainers were first shipped: left out of :meth:`as_dict` (the cache key) at
     #: their default, so that the keys of earlier fits stay valid
     LATER_FIELDS = {"code_map": False, "augment": (), "balanced": False, "flip": False, "distill_images": 0,
-                    "latent_match": 0.0}
+                    "latent_match": 0.0, "base": 4}
 
     def __post_init__(self):
         object.__setattr__(self, "augment", check_policies(self.augment))  # a tuple of known names
@@ -78,8 +79,24 @@ class GANSettings:
 
     @property
     def image_size(self) -> int:
-        """The side of the explanations in pixels: the last scale's resolution."""
-        return resolution(len(self.channels) - 1)
+        """The side of the generator's images in pixels: the last scale's resolution."""
+        return resolution(len(self.channels) - 1, self.base)
+
+    def fits(self, side: int) -> bool:
+        """Whether these settings draw images for a classifier that takes ``side`` pixels square."""
+        return (self.base, len(self.channels)) == scales_for(side)
+
+    def for_side(self, side: int) -> GANSettings:
+        """These settings for images ``side`` pixels square (themselves when they fit): the scales of
+        :func:`scales_for`, dropping the first scales' channels and images when there are fewer, repeating the
+        first scale's when there are more (e.g. MNIST's (64, 64, 32, 32) at 32 px -> (64, 64, 32) at 28 px)."""
+        if self.fits(side):
+            return self
+        base, n = scales_for(side)
+        k = len(self.channels)
+        channels = self.channels[k - n:] if n <= k else (self.channels[0],) * (n - k) + self.channels
+        images = self.images[k - n:] if n <= k else (self.images[0],) * (n - k) + self.images
+        return replace(self, base=base, channels=channels, images=images)
 
 
 def _schedule(settings: GANSettings) -> list[tuple[int, int, int]]:
@@ -139,9 +156,10 @@ def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANS
                 exact: bool) -> _Nets:
     """Fresh C, G, D, their EMA copies and optimisers; channels-last on the fast path (1.6x on G and D at
     32x32 on the 2-core CPU, measured)."""
-    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map).to(device)
-    G = Generator(settings.code_dim, settings.channels, channels_out, code_map=settings.code_map).to(device)
-    D = Discriminator(settings.channels, channels_out).to(device)
+    C = CompressionNet(latent_shape, settings.code_dim, code_map=settings.code_map, map_side=settings.base).to(device)
+    G = Generator(settings.code_dim, settings.channels, channels_out, code_map=settings.code_map,
+                  base=settings.base).to(device)
+    D = Discriminator(settings.channels, channels_out, base=settings.base).to(device)
     for m in (C, G, D):
         fast.prepare(m, exact)
     C_ema, G_ema = copy.deepcopy(C).eval(), copy.deepcopy(G).eval()
@@ -152,13 +170,17 @@ def _build_nets(latent_shape: tuple[int, ...], channels_out: int, settings: GANS
     return _Nets(C, G, D, C_ema, G_ema, opt_g, opt_d)
 
 
-def real_images(x: torch.Tensor, scale: int, alpha: float) -> torch.Tensor:
+def real_images(x: torch.Tensor, scale: int, alpha: float, base: int = 4) -> torch.Tensor:
     """Images ``x`` in [0, 1] as the critic sees them at ``scale``: in [-1, 1], average-pooled to the scale's
-    resolution and, while the scale fades in (``alpha`` < 1), blended with the previous resolution."""
-    res = resolution(scale)
+    resolution (resized, bilinear with antialiasing, where the side is not a multiple of it, e.g. 100 px against
+    the 112 px of the last scale) and, while the scale fades in (``alpha`` < 1), blended with the previous
+    resolution."""
+    res = resolution(scale, base)
     real = x * 2 - 1
-    if res < real.shape[-1]:
+    if real.shape[-1] % res == 0 and res < real.shape[-1]:
         real = F.avg_pool2d(real, real.shape[-1] // res)
+    elif real.shape[-1] != res:
+        real = F.interpolate(real, size=(res, res), mode="bilinear", antialias=True, align_corners=False)
     if scale > 0 and alpha < 1.0:
         real = torch.lerp(F.interpolate(F.avg_pool2d(real, 2), scale_factor=2, mode="nearest"), real, alpha)
     return real
@@ -188,12 +210,13 @@ def critic_step(nets: _Nets, real: torch.Tensor, fake: torch.Tensor, scale: int,
 def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, target: torch.Tensor,
                    real: torch.Tensor, scale: int, alpha: float, settings: GANSettings,
                    exact: bool | None = None, layer: str | None = None,
-                   latent: torch.Tensor | None = None) -> dict[str, float]:
+                   latent: torch.Tensor | None = None, side: int | None = None) -> dict[str, float]:
     """One update of C and G from ``fake`` = G(C(l)) (with its graph) and f's predicted distribution on x
     (``target``): the adversarial loss -D(fake) (fake augmented by ``settings.augment``) plus lambda times the
     interpretability cross-entropy (plus ``settings.latent_match`` times :func:`latent_match_loss` against
     ``layer``'s ``latent`` of x, where set); or, for the inverter (``settings.pixel_loss``), the MSE to ``real``.
-    Then the EMA copies follow. Returns ``loss_g`` and ``loss_i`` (or ``pixel``), and ``match`` where computed."""
+    The classifier sees the explanation at ``side`` pixels (default: the generator's). Then the EMA copies
+    follow. Returns ``loss_g`` and ``loss_i`` (or ``pixel``), and ``match`` where computed."""
     if settings.pixel_loss:
         loss = F.mse_loss(fake, real)
         rec = {"pixel": loss.item()}
@@ -205,7 +228,7 @@ def generator_step(nets: _Nets, classifier: nn.Module, fake: torch.Tensor, targe
         finally:
             for q in nets.D.parameters():
                 q.requires_grad_(True)
-        x_hat = to_unit(fake, settings.image_size)
+        x_hat = to_unit(fake, side or settings.image_size)
         if settings.latent_match:
             match, loss_i = latent_match_loss(classifier, x_hat, layer, latent, target, exact)
         else:
@@ -232,7 +255,7 @@ def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, 
     with torch.no_grad(), fast.autocast(x.device, exact):
         latent, logits = latent_and_logits(classifier, x, layer)
     target = F.softmax(logits.float(), dim=1)
-    real = real_images(x, scale, alpha)
+    real = real_images(x, scale, alpha, settings.base)
     with fast.autocast(x.device, exact):
         fake = nets.G(nets.C(latent.float()), scale, alpha)
     fake = fake.float()
@@ -243,7 +266,8 @@ def train_step(nets: _Nets, classifier: nn.Module, x: torch.Tensor, layer: str, 
             rec["loss_d"], gp = critic_step(nets, real, fake, scale, alpha, settings, step * settings.critic_steps + k,
                                             exact)
             rec["gp"] = gp if gp is not None else rec["gp"]
-    rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact, layer, latent))
+    rec.update(generator_step(nets, classifier, fake, target, real, scale, alpha, settings, exact, layer, latent,
+                              x.shape[-1]))
     return rec
 
 
@@ -298,7 +322,8 @@ def fit_layer(classifier: nn.Module, layer: str, train_set, settings: GANSetting
         bar.update(shown_now)
         if run.steps % 20 == 0 or run.shown >= total:
             run.record(rec)
-            bar.set_postfix(scale=f"{resolution(rec['scale'])}x{resolution(rec['scale'])}", alpha=f"{rec['alpha']:.2f}",
+            res = resolution(rec["scale"], settings.base)
+            bar.set_postfix(scale=f"{res}x{res}", alpha=f"{rec['alpha']:.2f}",
                             **({"pixel": f"{rec['pixel']:.3f}"} if settings.pixel_loss else
                                {"D": f"{rec['loss_d']:.2f}", "CE": f"{rec['loss_i']:.3f}"}))
         due = bool(stops) and run.shown >= stops[0]
@@ -326,6 +351,14 @@ class _FitRun:
         self.classifier, self.layer, self.train_set, self.settings = freeze(classifier.eval()), layer, train_set, settings
         self.device, self.exact, self.monitor_set, self.checkpoint = device, exact, monitor_set, checkpoint
         self.samples_dir, self.checkpoint_minutes = samples_dir, checkpoint_minutes
+        _, height, side = train_set.shape
+        if height != side:
+            raise ValueError(f"InterpretGAN explains square images; these are {height} x {side} pixels: crop or resize "
+                             f"them to a square (and the classifier with them)")
+        if not settings.fits(side):
+            raise ValueError(f"these GANSettings draw {settings.image_size} px images (first scale {settings.base} px, "
+                             f"{len(settings.channels)} scales) but the classifier takes {side} px: use "
+                             f"settings.for_side({side})")
         with torch.no_grad():
             latent_shape = tuple(latent_of(classifier, to_float(train_set.images[:2], device), layer).shape[1:])
         torch.manual_seed(seed)
@@ -335,7 +368,7 @@ class _FitRun:
         self.shown, self.seconds, self.steps, self.last_gp = 0, 0.0, 0, float("nan")
         self.resumed = self._resume()
         self.monitor = (monitor_set if monitor_set is not None else train_set).take(slice(0, 32))
-        self.explainer = Explainer(classifier, layer, self.nets.C_ema, self.nets.G_ema)
+        self.explainer = Explainer(classifier, layer, self.nets.C_ema, self.nets.G_ema, image_size=side)
         self.last_write = time.monotonic()
 
     def _resume(self) -> bool:
@@ -454,8 +487,9 @@ def warm_start(nets: _Nets, classifier: nn.Module, layer: str, prior: Explainer,
     it (MSE between standardised codes), and C_ema copies it; then the fresh critic D trains alone for as many
     images against G(C(l)) at the last scale, so that G's first updates follow an informed critic. Returns
     C's MSE every 10 steps."""
-    if settings.code_dim != prior.generator.input.weight.shape[1] or prior.generator.n_scales != len(settings.channels):
-        raise ValueError(f"prior for {prior.layer!r} does not fit these settings (code_dim, scales)")
+    if (settings.code_dim != prior.generator.input.weight.shape[1] or prior.generator.n_scales != len(settings.channels)
+            or prior.generator.base != settings.base):
+        raise ValueError(f"prior for {prior.layer!r} does not fit these settings (code_dim, scales, first scale's side)")
     g_state = prior.generator.state_dict()
     nets.G.load_state_dict(g_state)
     nets.G_ema.load_state_dict(g_state)
@@ -486,5 +520,5 @@ def warm_start(nets: _Nets, classifier: nn.Module, layer: str, prior: Explainer,
         x = draw()
         with torch.no_grad(), fast.autocast(device, exact):
             fake = nets.G(nets.C(latent_of(classifier, x, layer).float()), scale, 1.0).float()
-        critic_step(nets, real_images(x, scale, 1.0), fake, scale, 1.0, settings, step, exact)
+        critic_step(nets, real_images(x, scale, 1.0, settings.base), fake, scale, 1.0, settings, step, exact)
     return losses

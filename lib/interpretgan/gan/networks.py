@@ -13,12 +13,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-RESOLUTIONS = (4, 8, 16, 32)  # MNIST's four scales; in general scale k is resolution(k) pixels square
+RESOLUTIONS = (4, 8, 16, 32)  # MNIST's four scales; in general scale k is resolution(k, base) pixels square
 
 
-def resolution(scale: int) -> int:
-    """The side in pixels of progressive GAN's scale ``scale`` (0-based): 4 * 2**scale."""
-    return 4 * 2 ** scale
+def resolution(scale: int, base: int = 4) -> int:
+    """The side in pixels of progressive GAN's scale ``scale`` (0-based): ``base`` * 2**scale (``base`` 4, as in
+    progressive GAN, for sides 32, 64, 128; :func:`scales_for` gives other sides theirs, e.g. 7 for 28 px)."""
+    return base * 2 ** scale
+
+
+def scales_for(side: int) -> tuple[int, int]:
+    """``(base, n_scales)`` of a progressive generator for images ``side`` pixels square: the first scale is
+    ``base`` (4 to 7) pixels and each next one doubles, the last being ``base * 2**(n_scales - 1)``, which equals
+    ``side`` when ``side`` is such a number (28 -> (7, 3), 32 -> (4, 4), 64 -> (4, 5), 224 -> (7, 6)) and is
+    the next larger one otherwise (100 -> (7, 5): 112 px, resized to 100 by the explainer)."""
+    if not isinstance(side, int) or side < 4:
+        raise ValueError(f"image side must be an integer of at least 4 pixels, got {side!r}")
+    n_scales = int(math.floor(math.log2(side / 4))) + 1
+    return -(-side // 2 ** (n_scales - 1)), n_scales
 
 
 class EqualizedConv2d(nn.Module):
@@ -85,21 +97,22 @@ class CompressionNet(nn.Module):
     collapses every image to one code within the first 20 steps and the critic never recovers (measured
     on the MNIST model's conv1: the explanations' std over images fell from 0.29 to 0.03 and stayed).
 
-    With ``code_map`` the code is a ``code_dim`` x 4 x 4 map instead (paper Table 5, the CelebA model):
-    convolutional latents go through stages of 3x3 conv + LeakyReLU + 2x2 average pooling until the map is
-    4x4, each stage doubling the channels up to ``code_dim`` (a 4x4 latent gets one conv and no pooling; a
+    With ``code_map`` the code is a ``code_dim`` x 4 x 4 map instead (paper Table 5, the CelebA model; ``map_side``
+    other than 4 for generators of another first scale, :func:`scales_for`): convolutional latents go through stages
+    of 3x3 conv + LeakyReLU + 2x2 average pooling until the map is 4x4 (a map that halving takes below
+    ``map_side`` is then average-pooled to it), each stage doubling the channels up to ``code_dim`` (a 4x4 latent gets one conv and no pooling; a
     smaller one is first upsampled to 4x4, nearest), and vector latents through one FC layer to
     ``code_dim * 16`` values shaped as the map. For the full-width VGG16 at 128 px this is Table 5
     exactly: block1 (64x64x64) -> conv 128, 256, 512, 512; block2 -> 256, 512, 512; block3 -> 512, 512;
     block4 -> 512; block5 (512x4x4) -> conv 512; fc1..3 -> FC. The map is standardised per channel.
 
-    Shape: input (N, *latent_shape); output (N, code_dim), or (N, code_dim, 4, 4) with ``code_map``.
+    Shape: input (N, *latent_shape); output (N, code_dim), or (N, code_dim, map_side, map_side) with ``code_map``.
     """
 
     def __init__(self, latent_shape: tuple[int, ...], code_dim: int = 128, min_side: int = 5,
-                 code_map: bool = False):
+                 code_map: bool = False, map_side: int = 4):
         super().__init__()
-        self.latent_shape, self.code_map = tuple(latent_shape), code_map
+        self.latent_shape, self.code_map, self.map_side = tuple(latent_shape), code_map, map_side
         layers: list[nn.Module] = []
         self.stages: list[int] = []
         if code_map:
@@ -119,28 +132,30 @@ class CompressionNet(nn.Module):
         self.standardise = nn.BatchNorm1d(code_dim, affine=False)
 
     def _build_map(self, code_dim: int) -> None:
-        """Table 5's networks: latent -> (code_dim, 4, 4)."""
+        """Table 5's networks: latent -> (code_dim, m, m), m = ``map_side`` (4 in Table 5)."""
         layers: list[nn.Module] = []
         self.pooled: list[bool] = []
+        m = self.map_side
         if len(self.latent_shape) == 3:
             c_in, side, _ = self.latent_shape
-            self.upsampled = side < 4
-            if side < 4:
-                layers.append(nn.Upsample(size=(4, 4), mode="nearest"))
-                side = 4
-            if side == 4:
+            self.upsampled = side < m
+            if side < m:
+                layers.append(nn.Upsample(size=(m, m), mode="nearest"))
+                side = m
+            if side == m:
                 layers += [nn.Conv2d(c_in, code_dim, 3, padding=1), _act()]
                 self.stages.append(code_dim)
                 self.pooled.append(False)
-            while side > 4:  # the last stage (8x8 -> 4x4) gives code_dim channels
-                c = code_dim if side == 8 else min(2 * c_in, code_dim)
-                layers += [nn.Conv2d(c_in, c, 3, padding=1), _act(), nn.AvgPool2d(2)]
+            while side > m:  # the last stage (8x8 -> 4x4 in Table 5) gives code_dim channels
+                c = code_dim if side // 2 < 2 * m else min(2 * c_in, code_dim)
+                pool = nn.AvgPool2d(2) if side >= 2 * m else nn.AdaptiveAvgPool2d(m)  # the latter: e.g. 12 -> 7
+                layers += [nn.Conv2d(c_in, c, 3, padding=1), _act(), pool]
                 self.stages.append(c)
                 self.pooled.append(True)
-                c_in, side = c, side // 2
+                c_in, side = c, (side // 2 if side >= 2 * m else m)
         else:
-            layers += [nn.Flatten(), nn.Linear(int(np.prod(self.latent_shape)), code_dim * 16),
-                       nn.Unflatten(1, (code_dim, 4, 4))]
+            layers += [nn.Flatten(), nn.Linear(int(np.prod(self.latent_shape)), code_dim * m * m),
+                       nn.Unflatten(1, (code_dim, m, m))]
         self.net = nn.Sequential(*layers)
         self.standardise = nn.BatchNorm2d(code_dim, affine=False)
 
@@ -159,20 +174,21 @@ class CompressionNet(nn.Module):
 
 class Generator(nn.Module):
     """Progressive generator: code (N, code_dim) -> image (N, out_channels, r, r) in [-1, 1] units (linear
-    output), r = 4 * 2**scale. ``channels[k]`` is the width at scale k (4x4, 8x8, 16x16, 32x32, ...).
-    With ``code_map`` the code is a (N, code_dim, 4, 4) map (:class:`CompressionNet` with ``code_map``) and
-    the first layer is a 3x3 convolution on it instead of the linear 4x4 "transposed convolution"."""
+    output), r = base * 2**scale. ``channels[k]`` is the width at scale k (4x4, 8x8, 16x16, 32x32, ... with
+    ``base`` 4; :func:`scales_for` gives the base of other sides, e.g. 7x7, 14x14, 28x28).
+    With ``code_map`` the code is a (N, code_dim, base, base) map (:class:`CompressionNet` with ``code_map``) and
+    the first layer is a 3x3 convolution on it instead of the linear base x base "transposed convolution"."""
 
     def __init__(self, code_dim: int = 128, channels: tuple[int, ...] = (64, 64, 32, 32), out_channels: int = 1,
-                 code_map: bool = False):
+                 code_map: bool = False, base: int = 4):
         super().__init__()
         c0 = channels[0]
-        self.c0, self.code_map = c0, code_map
+        self.c0, self.code_map, self.base = c0, code_map, base
         self.norm_in = PixelNorm()
         if code_map:
             self.input = EqualizedConv2d(code_dim, c0, 3, padding=1)
         else:
-            self.input = EqualizedLinear(code_dim, c0 * 16, gain=math.sqrt(2) / 4)  # the 4x4 "transposed conv"
+            self.input = EqualizedLinear(code_dim, c0 * base * base, gain=math.sqrt(2) / base)  # "transposed conv"
         self.first = nn.Sequential(_act(), PixelNorm(), EqualizedConv2d(c0, c0, 3, padding=1), _act(), PixelNorm())
         self.blocks = nn.ModuleList()
         for k in range(1, len(channels)):
@@ -188,7 +204,7 @@ class Generator(nn.Module):
 
     def forward(self, code: torch.Tensor, scale: int | None = None, alpha: float = 1.0) -> torch.Tensor:
         scale = self.n_scales - 1 if scale is None else scale
-        h = self.first(self.input(self.norm_in(code)).view(len(code), self.c0, 4, 4))  # (N, c0, 4, 4) either way
+        h = self.first(self.input(self.norm_in(code)).view(len(code), self.c0, self.base, self.base))  # either way
         prev = h
         for k in range(scale):
             prev, h = h, self.blocks[k](h)
@@ -202,7 +218,7 @@ class Generator(nn.Module):
 class Discriminator(nn.Module):
     """Progressive critic mirroring :class:`Generator`: image (N, in_channels, r, r) -> score (N,)."""
 
-    def __init__(self, channels: tuple[int, ...] = (64, 64, 32, 32), in_channels: int = 1):
+    def __init__(self, channels: tuple[int, ...] = (64, 64, 32, 32), in_channels: int = 1, base: int = 4):
         super().__init__()
         c0 = channels[0]
         self.from_rgb = nn.ModuleList([EqualizedConv2d(in_channels, c, 1) for c in channels])
@@ -213,7 +229,7 @@ class Discriminator(nn.Module):
                 EqualizedConv2d(channels[k], channels[k], 3, padding=1), _act(),
                 EqualizedConv2d(channels[k], channels[k - 1], 3, padding=1), _act(), nn.AvgPool2d(2)))
         self.final = nn.Sequential(MinibatchStd(), EqualizedConv2d(c0 + 1, c0, 3, padding=1), _act(), nn.Flatten(),
-                                   EqualizedLinear(c0 * 16, c0), _act(), EqualizedLinear(c0, 1, gain=1.0))
+                                   EqualizedLinear(c0 * base * base, c0), _act(), EqualizedLinear(c0, 1, gain=1.0))
 
     def forward(self, x: torch.Tensor, scale: int, alpha: float = 1.0) -> torch.Tensor:
         h = self.act_rgb[scale](self.from_rgb[scale](x))
