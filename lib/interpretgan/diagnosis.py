@@ -27,7 +27,8 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -37,9 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import cache, gan, quality, zoo
+from . import cache, gan, paths, quality, zoo
 from .attacks import AttackResult, run_attack
 from .data import load, mnist32
+from .params import EXPLAINED_DATASETS
 from .profiles import get_profile
 from .models import as_found, eval_mode
 
@@ -315,18 +317,87 @@ def _diagnose(model, layers, attack, test_set, train_set, settings, folder, seed
     x0 = test_set.take(slice(0, 2)).tensors(device)[0]
     layers = order_layers(model, layers, x0)
     result = run_attack(model, attack, test_set, device=device, keep_images=True, progress=progress, name="D*")
+    explainers = fit_layers(model, layers, train_set, settings, folder, seed=seed, progress=progress, exact=exact)
+    return _diagnosis(model, explainers, result, test_set, judges, attack.eps if noise else None, seed, exact)
+
+
+def layer_seed(seed: int, layer: str) -> int:
+    """The seed of ``layer``'s fit: a function of the run's ``seed`` and the layer's name only, so that a layer
+    fits to the same weights whichever process fits it and whichever other layers are asked for."""
+    return seed * 1_000_003 + zlib.crc32(layer.encode()) % 1_000_003
+
+
+def layer_costs(model: nn.Module, layers: Iterable[str], settings, example: torch.Tensor) -> dict[str, float]:
+    """The expected cost of each layer's fit: the floating-point operations of one InterpretGAN training step at
+    full resolution on ``example`` (counted by torch's ``FlopCounterMode``: f's pass to the layer and through
+    the explanation, C, G and the critic, forward and backward). Every step of a fit costs about the same, so
+    the ratios are the ratios of whole fits."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device, scale, costs = example.device, len(settings.channels) - 1, {}
+    no_penalty = replace(settings, gp_every=2, critic_steps=1)
+    state = torch.get_rng_state()
+    try:
+        for layer in layers:
+            with torch.no_grad():
+                shape = tuple(gan.latent_of(model, example, layer).shape[1:])
+            nets = gan.fit._build_nets(shape, example.shape[1], settings, device, exact=True)
+            counter = FlopCounterMode(display=False)
+            with counter:  # a step without the gradient penalty (the counter cannot follow its double backward;
+                # it is the critic's alone, the same for every layer)
+                gan.train_step(nets, model, example, layer, scale, 1.0, no_penalty, 1, exact=True)
+            costs[layer] = float(counter.get_total_flops())
+    finally:
+        torch.set_rng_state(state)  # counting leaves the fits' random streams as they were
+    return costs
+
+
+def assign_layers(costs: dict[str, float], world: int) -> list[list[str]]:
+    """The layers of ``costs`` dealt to ``world`` processes, balanced by cost: the costliest first, each to the
+    process with the least work so far (ties: the lowest rank). Returns each rank's layers in the given order."""
+    loads, owner = [0.0] * world, {}
+    for layer in sorted(costs, key=lambda l: -costs[l]):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        owner[layer] = rank
+        loads[rank] += costs[layer]
+    return [[l for l in costs if owner[l] == r] for r in range(world)]
+
+
+def fit_layers(model: nn.Module, layers: Iterable[str], train_set, settings, folder=None, *, seed: int = 0,
+               rank: int = 0, world: int = 1, device=None, progress: bool = True, exact: bool | None = None,
+               costs: dict[str, float] | None = None) -> dict:
+    """Every layer's explainer (layer -> :class:`~interpretgan.gan.Explainer`): each ``folder/<layer>.safetensors``
+    that exists is loaded, the others fitted (seed :func:`layer_seed`, checkpoint ``folder/<layer>.checkpoint.pt``)
+    and saved there. With ``world`` > 1 processes (under ``torchrun``; ``folder`` shared by all), rank ``rank``
+    fits only its share of the layers (:func:`assign_layers` on ``costs``, by default :func:`layer_costs`), all
+    wait for each other, then every process loads every layer from ``folder``."""
+    layers = list(layers)
+    device = torch.device(device or next(model.parameters()).device)
+    if world > 1 and folder is None:
+        raise ValueError("fitting layers in several processes needs a folder they share (folder=...)")
+    if world > 1:
+        example = train_set.take(slice(0, 2)).tensors(device)[0]
+        mine = assign_layers(costs or layer_costs(model, layers, settings, example), world)[rank]
+    else:
+        mine = layers
     explainers = {}
     for layer in layers:
         final = Path(folder) / f"{layer}.safetensors" if folder is not None else None
-        if final is not None and final.is_file():
-            explainers[layer] = gan.build_explainer(model, layer, settings, cache.load_weights(final), device)
+        if layer not in mine or (final is not None and final.is_file()):
             continue
-        explainers[layer], _ = gan.fit_layer(model, layer, train_set, settings, seed=seed, device=device,
-                                             checkpoint=Path(folder) / f"{layer}.checkpoint.pt" if folder else None,
-                                             progress=progress, exact=exact)
+        explainers[layer], _ = gan.fit_layer(model, layer, train_set, settings, seed=layer_seed(seed, layer),
+                                             device=device, checkpoint=final.with_suffix(".checkpoint.pt") if final
+                                             else None, progress=progress, exact=exact)
         if final is not None:
             cache.save_weights(gan.explainer_state(explainers[layer]), final)
-    return _diagnosis(model, explainers, result, test_set, judges, attack.eps if noise else None, seed, exact)
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+    side = train_set.shape[-1]
+    return {layer: explainers[layer] if layer in explainers else
+            gan.build_explainer(model, layer, settings, cache.load_weights(Path(folder) / f"{layer}.safetensors"),
+                                device, image_size=side)
+            for layer in layers}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -595,3 +666,108 @@ def describe_adversarial_class(table: pd.DataFrame, margin: float = 0.2) -> str:
                 f"class, the panel mostly reads it too, so the explanations draw it as a shape.")
     return (f"f reads the adversarial class far more often than the panel at {', '.join(textures)}: there the "
             f"explanation carries the adversarial class as textures f reads, not as a digit others recognise.")
+
+
+# ----------------------------------------------------------------------------------------------
+# Your own model: 08_your_model and python -m interpretgan.diagnose
+# ----------------------------------------------------------------------------------------------
+
+class _AtSide(nn.Module):
+    """A judge trained on ``side``-pixel images reading images of another side (resized, bilinear)."""
+
+    def __init__(self, judge: nn.Module, side: int):
+        super().__init__()
+        self.judge, self.side = judge, side
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.side:
+            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", antialias=True, align_corners=False)
+        return self.judge(x)
+
+
+def user_gan_settings(profile: str, side: int):
+    """The InterpretGAN settings for a user's model taking ``side``-pixel images: the profile's MNIST settings
+    (``Profile.gan``) up to 32 px, its face settings (``celeba.gan``) above, fitted to the side
+    (:meth:`~interpretgan.gan.GANSettings.for_side`)."""
+    p = get_profile(profile)
+    return (p.gan if side <= 32 else p.celeba.gan).for_side(side)
+
+
+def user_judges(profile: str, dataset: str, side: int, data_root=None, progress: bool = True,
+                exact: bool | None = None) -> dict | None:
+    """The profile's panel for ``dataset`` (MNIST's four digit judges, CelebA's four face judges), each reading
+    images of ``side`` pixels resized to its own side; None for other datasets (no panel is trained for them)."""
+    if dataset not in EXPLAINED_DATASETS:  # the datasets with explainers are those with a panel
+        return None
+    own = 32 if dataset == "mnist" else get_profile(profile).celeba.image_size
+    panel = zoo.judges(profile, data_root=data_root, progress=progress, exact=exact, dataset=dataset)
+    return {name: _AtSide(m, own) if side != own else m for name, (m, _) in panel.items()}
+
+
+@dataclass
+class UserRun:
+    """What :func:`prepare_user_model` sets up: the model (eval mode, on ``device``), its layers in forward order,
+    the training images (for the generators) and ``n_images`` test images at the model's side, the number of
+    classes, the GAN settings, the attack and the artifact folder of this model's explainers (keyed by the
+    model file's and the weights' contents, the data, the side, the settings and the seed)."""
+
+    model: nn.Module
+    layers: list
+    train: object
+    test: object
+    num_classes: int
+    settings: object
+    attack: object
+    folder: Path
+    device: torch.device
+
+
+def prepare_user_model(model: str, weights=None, dataset: str = "mnist", image_size: int | None = None,
+                       layers="all", attack: str = "pgd40", epsilon: float = 0.3, n_images: int = 500,
+                       profile: str = "default", data_root=None, seed: int = 0, device=None,
+                       exact: bool | None = None) -> UserRun:
+    """Load, check and set up a user's model for :func:`diagnose_user_model`; refuses (naming what is wrong) a
+    model spec that does not import, a factory that returns no module, weights that do not match, a model that is
+    not deterministic in eval mode or whose outputs are not logits of the dataset's classes, non-square images, a
+    layer the model lacks or never calls (see :mod:`interpretgan.user_model`)."""
+    from . import user_model as um
+    from .attacks import check_epsilon, make_attack
+
+    net = um.load_model(model, weights).to(device or "cpu")
+    device = next(net.parameters()).device
+    train = um.images_for(dataset, "train", data_root, image_size)
+    test = um.images_for(dataset, "test", data_root, image_size).subset(n_images)
+    num_classes = um.NUM_CLASSES.get(dataset) or int(train.labels.max()) + 1
+    um.check_model(net, test, num_classes)
+    x0 = test.take(slice(0, 2)).tensors(device)[0]
+    names = um.find_layers(net, x0) if layers in ("all", None) else order_layers(net, layers, x0)
+    for layer in names:  # a shared module (called twice) is refused here, before any fit
+        gan.latent_of(net, x0, layer)
+    settings = user_gan_settings(profile, test.shape[-1])
+    step = None if dataset in um.NUM_CLASSES else epsilon / 4
+    atk = make_attack(attack, check_epsilon(epsilon), dataset=dataset if dataset in um.NUM_CLASSES else "mnist",
+                      alpha=step, exact=exact)
+    spec_file = Path(model.split(":")[0])
+    key = cache.settings_key({"kind": "user-explainers", "model": model, "seed": seed, "dataset": str(dataset),
+                              "side": test.shape[-1], "gan": settings.as_dict(), "n_train": settings.n_train,
+                              "model_file": cache.sha256_file(spec_file) if spec_file.is_file() else None,
+                              "weights": cache.sha256_file(weights) if weights else None})
+    train = train.subset(settings.n_train)
+    return UserRun(net, names, train, test, num_classes, settings, atk,
+                   paths.artifacts_root() / "user" / key, device)
+
+
+def diagnose_user_model(run: UserRun, *, judges: dict | None = None, noise: bool = True, seed: int = 0,
+                        rank: int = 0, world: int = 1, progress: bool = True, exact: bool | None = None):
+    """:func:`diagnose` for a :class:`UserRun`, its explainers fitted (or loaded) in ``run.folder``, with
+    ``world`` > 1 processes sharing the layers (:func:`fit_layers`); the :class:`Diagnosis` on rank 0, None on the
+    others. ``judges`` (``{name: model}``) are read at their own side (resized)."""
+    model, test = run.model, run.test
+    result = run_attack(model, run.attack, test, device=run.device, keep_images=True, progress=progress and rank == 0,
+                        name="D*")
+    run.folder.mkdir(parents=True, exist_ok=True)
+    explainers = fit_layers(model, run.layers, run.train, run.settings, run.folder, seed=seed, rank=rank,
+                            world=world, device=run.device, progress=progress, exact=exact)
+    if rank:
+        return None
+    return _diagnosis(model, explainers, result, test, judges, run.attack.eps if noise else None, seed, exact)

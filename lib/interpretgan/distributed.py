@@ -19,6 +19,7 @@ DDP does, so for them the result is close to, not equal to, the single-process o
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 
 import torch
@@ -31,13 +32,16 @@ from .profiles import PROFILES
 from .zoo import classifier
 
 
-def init(backend: str | None = None) -> torch.device:
+def init(backend: str | None = None, timeout_minutes: float | None = None) -> torch.device:
     """Join the process group torchrun describes (env:// rendezvous); returns this process's device
-    (cuda:LOCAL_RANK when GPUs are visible, else the CPU with cores shared among local processes)."""
+    (cuda:LOCAL_RANK when GPUs are visible, else the CPU with cores shared among local processes).
+    ``timeout_minutes``: how long a collective waits for the slowest process (torch's default, 30 min for
+    gloo, when None; :mod:`interpretgan.diagnose` waits for whole InterpretGAN fits)."""
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     use_cuda = torch.cuda.is_available()
     if not dist.is_initialized():
-        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"))
+        timeout = {} if timeout_minutes is None else {"timeout": datetime.timedelta(minutes=timeout_minutes)}
+        dist.init_process_group(backend or ("nccl" if use_cuda else "gloo"), **timeout)
     if use_cuda:
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
