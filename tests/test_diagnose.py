@@ -80,3 +80,25 @@ def test_two_processes_fit_the_explainers_one_process_fits(tmp_path, monkeypatch
 def test_fit_layers_in_several_processes_needs_a_shared_folder():
     with pytest.raises(ValueError, match="needs a folder they share"):
         diagnosis.fit_layers(torch.nn.Linear(2, 2), ["x"], None, gan.GANSettings(), None, world=2)
+
+
+def test_a_damaged_explainer_in_the_cache_is_moved_aside_and_refitted(tmp_path):
+    from torch import nn
+
+    from interpretgan.data import ImageSet
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 28 * 28, 10)).eval()
+    data = ImageSet(torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (32,)),
+                    torch.arange(32))
+    settings = gan.GANSettings(code_dim=8, channels=(8, 8, 8), batch_size=8, images=(8, 8, 16), base=7, ema=0.9)
+    first = diagnosis.fit_layers(model, ["1"], data, settings, tmp_path, progress=False, exact=True)
+    good = {k: v.clone() for k, v in load_file(tmp_path / "1.safetensors").items()}  # not the mapped file
+    (tmp_path / "1.safetensors").write_bytes(b"\x80\x04not weights")  # a pickle where the weights were
+    (tmp_path / "1.checkpoint.pt").unlink()
+    with pytest.warns(Warning, match="1.safetensors"):
+        again = diagnosis.fit_layers(model, ["1"], data, settings, tmp_path, progress=False, exact=True)
+    assert (tmp_path / "1.safetensors.refused").is_file()
+    for k, v in load_file(tmp_path / "1.safetensors").items():  # refitted with the layer's own seed: the same
+        torch.testing.assert_close(v, good[k])
+    x = data.take(slice(0, 4)).tensors()[0]
+    torch.testing.assert_close(again["1"](x, exact=True), first["1"](x, exact=True))

@@ -488,3 +488,55 @@ def test_readme_committed_runs_table_is_generated_from_the_notebooks(tmp_path):
     nbformat.write(nb, str(tmp_path / "notebooks" / "08_made_up.ipynb"))
     made_up = committed_runs_table(tmp_path).splitlines()[2:]
     assert made_up == ["| `notebooks/08_made_up.ipynb` | paper | 62.1 min | 2026-12-07 | long fit 3723 s, medium 42 s |"]
+
+
+YOUR_MODEL = '''from torch import nn
+
+
+def net():
+    return nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 5), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(200, 10))
+
+
+def number():
+    return 42
+'''
+
+
+def test_08_your_model_smoke_diagnoses_a_model_file_written_here(tmp_path):
+    """The user's path: a model file of their own, no weights, every layer found, through papermill."""
+    (tmp_path / "mine.py").write_text(YOUR_MODEL)
+    scraps = run("08_your_model", tmp_path, model=f"{tmp_path / 'mine.py'}:net", weights=None, n_images=32,
+                 compare=False)
+    assert scraps["layers"] == ["2", "5", "7"]  # two conv blocks closed by their pooling, the logits
+    table = scraps["table"]
+    assert list(table) == scraps["layers"]
+    vul = sum(row["vul"] for row in table.values())
+    assert vul == pytest.approx(1 - table["7"]["acc"], abs=1e-3)  # equation 5: the Vul_i add up to 1 - Acc_last
+    assert all(0 <= row["acc_low"] <= row["acc"] <= row["acc_high"] <= 1 for row in table.values())
+    assert set(scraps["maxpool_index_change"]) == {"2", "5"}
+    assert set(scraps["panel_mean"]) == {"2", "5", "7"} and 0 <= scraps["accuracy"]["robust"] <= 1
+
+
+@pytest.mark.parametrize("param, value, error, expected", [
+    ("model", "{tmp}/broken.py:net", "ModelError", "broken.py does not import: SyntaxError"),
+    ("model", "{tmp}/mine.py:number", "ModelError", "returned int, not a torch.nn.Module"),
+    ("weights", "weights/mnist-judge-mlp.safetensors", "WeightsError", "does not match the model"),
+    ("weights", "{tmp}/damaged.safetensors", "WeightsError", "cannot be read as weights: it holds a Python pickle"),
+    ("layers", "2,conv9", "ValueError", "unknown layers ['conv9']"),
+    ("image_size", 2, "ParameterError", "'image_size' must be a whole number"),
+    ("weigths", "x.pt", "ParameterError", "unknown parameter 'weigths' (did you mean 'weights'?)"),
+])
+def test_08_refuses_bad_models_weights_and_layers_in_its_first_cells(tmp_path, monkeypatch, param, value, error,
+                                                                      expected):
+    (tmp_path / "mine.py").write_text(YOUR_MODEL)
+    (tmp_path / "broken.py").write_text("def net(:\n")
+    (tmp_path / "damaged.safetensors").write_bytes(b"\x80\x04 not a state dict")
+    artifacts = tmp_path / "artifacts"
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(artifacts))
+    value = value.format(tmp=tmp_path) if isinstance(value, str) else value
+    index, err = _failing_cells_in_process("08_your_model", {"profile": "smoke", "model": f"{tmp_path}/mine.py:net",
+                                                             "weights": None, param: value})
+    assert index == 2, err  # code cells: the parameters, the injected parameters, then the check that raised
+    assert type(err).__name__ == error and expected in str(err), str(err)
+    assert not artifacts.exists() or not any(artifacts.rglob("*.safetensors"))  # nothing fitted or cached

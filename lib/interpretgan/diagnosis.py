@@ -383,8 +383,8 @@ def fit_layers(model: nn.Module, layers: Iterable[str], train_set, settings, fol
     explainers = {}
     for layer in layers:
         final = Path(folder) / f"{layer}.safetensors" if folder is not None else None
-        if layer not in mine or (final is not None and final.is_file()):
-            continue
+        if layer not in mine or (final is not None and final.is_file() and cache.read_weights(final) is not None):
+            continue  # another process's layer, or fitted before (a damaged file is moved aside and refitted)
         explainers[layer], _ = gan.fit_layer(model, layer, train_set, settings, seed=layer_seed(seed, layer),
                                              device=device, checkpoint=final.with_suffix(".checkpoint.pt") if final
                                              else None, progress=progress, exact=exact)
@@ -679,10 +679,17 @@ class _AtSide(nn.Module):
         super().__init__()
         self.judge, self.side = judge, side
 
+    def _resized(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] == self.side:
+            return x
+        return F.interpolate(x, size=(self.side, self.side), mode="bilinear", antialias=True, align_corners=False)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.side:
-            x = F.interpolate(x, size=(self.side, self.side), mode="bilinear", antialias=True, align_corners=False)
-        return self.judge(x)
+        return self.judge(self._resized(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The judge's penultimate features (what Fréchet distances compare) of the resized images."""
+        return self.judge.features(self._resized(x))
 
 
 def user_gan_settings(profile: str, side: int):
@@ -747,11 +754,11 @@ def prepare_user_model(model: str, weights=None, dataset: str = "mnist", image_s
     step = None if dataset in um.NUM_CLASSES else epsilon / 4
     atk = make_attack(attack, check_epsilon(epsilon), dataset=dataset if dataset in um.NUM_CLASSES else "mnist",
                       alpha=step, exact=exact)
-    spec_file = Path(model.split(":")[0])
+    spec_file = um.find_file(model.split(":")[0])
     key = cache.settings_key({"kind": "user-explainers", "model": model, "seed": seed, "dataset": str(dataset),
                               "side": test.shape[-1], "gan": settings.as_dict(), "n_train": settings.n_train,
                               "model_file": cache.sha256_file(spec_file) if spec_file.is_file() else None,
-                              "weights": cache.sha256_file(weights) if weights else None})
+                              "weights": cache.sha256_file(um.find_file(weights)) if weights else None})
     train = train.subset(settings.n_train)
     return UserRun(net, names, train, test, num_classes, settings, atk,
                    paths.artifacts_root() / "user" / key, device)
@@ -771,3 +778,22 @@ def diagnose_user_model(run: UserRun, *, judges: dict | None = None, noise: bool
     if rank:
         return None
     return _diagnosis(model, explainers, result, test, judges, run.attack.eps if noise else None, seed, exact)
+
+
+def describe_user_run(run: UserRun) -> pd.DataFrame:
+    """One row per layer of a :class:`UserRun`: the module's type, its latent's shape, the compression network
+    built for it (paper Table 4's notation) and the relative cost of its fit (:func:`layer_costs`, the cheapest
+    layer 1.0)."""
+    x0 = run.test.take(slice(0, 2)).tensors(run.device)[0]
+    costs = layer_costs(run.model, run.layers, run.settings, x0)
+    low = min(costs.values())
+    rows = {}
+    for layer in run.layers:
+        with torch.no_grad():
+            shape = tuple(gan.latent_of(run.model, x0, layer).shape[1:])
+        rows[layer] = {"module": type(run.model.get_submodule(layer)).__name__, "latent": "x".join(map(str, shape)),
+                       "compression network": gan.CompressionNet(shape, run.settings.code_dim,
+                                                                 code_map=run.settings.code_map,
+                                                                 map_side=run.settings.base).describe(),
+                       "relative cost": round(costs[layer] / low, 2)}
+    return pd.DataFrame(rows).T

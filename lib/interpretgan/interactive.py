@@ -134,16 +134,18 @@ def _static(view, controls: dict, widget):
 
 
 def accuracy_vs_epsilon(model: nn.Module, explainers: dict, test_set, epsilons, seed: int = 0,
-                        batch_size: int = 250) -> pd.DataFrame:
+                        batch_size: int = 250, alpha_ratio: float | None = None) -> pd.DataFrame:
     """Acc_i (fraction of ``test_set`` whose layer-i explanation of the PGD-40 image f labels correctly)
-    for each epsilon in ``epsilons``: rows epsilon, columns "input" (plain robust accuracy) and layers."""
+    for each epsilon in ``epsilons``: rows epsilon, columns "input" (plain robust accuracy) and layers. The PGD
+    step is MNIST's 0.01, or ``alpha_ratio`` times each epsilon when given (e.g. 0.1 for CIFAR-10's 8/255)."""
 
     device = next(model.parameters()).device
     x, y = test_set.tensors()
     rows = {}
     for eps in epsilons:
+        step = {} if alpha_ratio is None else {"alpha": alpha_ratio * eps}
         x_adv = torch.cat([adversarial(model, x[i:i + batch_size].to(device), y[i:i + batch_size].to(device), eps,
-                                       seed=seed).cpu() for i in range(0, len(x), batch_size)])
+                                       seed=seed, **step).cpu() for i in range(0, len(x), batch_size)])
         correct = layer_correctness(model, explainers, x_adv, y)
         robust = torch.cat([predict(model, x_adv[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
         rows[float(eps)] = {"input": (robust == y).float().mean().item(),

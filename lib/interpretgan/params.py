@@ -241,6 +241,17 @@ def unknown_parameters(namespace: dict[str, Any], known: Iterable[str]) -> list[
                   and not isinstance(v, (ModuleType, type)) and not callable(v))
 
 
+def check_known(namespace: dict[str, Any], known: Iterable[str]) -> None:
+    """Raise :class:`ParameterError` for the first of :func:`unknown_parameters`, naming the closest of
+    ``known`` (a notebook's parameters)."""
+    known = list(known)
+    stray = unknown_parameters(namespace, known)
+    if stray:
+        close = difflib.get_close_matches(stray[0], known, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ParameterError(f"unknown parameter {stray[0]!r}{hint}; this notebook's parameters: {', '.join(known)}")
+
+
 def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, namespace: dict[str, Any] | None = None,
             **params: Any) -> SimpleNamespace:
     """Check and parse a notebook's parameters; returns them as attributes, plus ``settings``
@@ -251,12 +262,7 @@ def resolve(*, extra_choices: dict[str, tuple[str, ...]] | None = None, namespac
     from .profiles import get_profile
 
     if namespace is not None:
-        stray = unknown_parameters(namespace, params)
-        if stray:
-            close = difflib.get_close_matches(stray[0], list(params), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ParameterError(f"unknown parameter {stray[0]!r}{hint}; this notebook's parameters: "
-                                 f"{', '.join(params)}")
+        check_known(namespace, params)
     extra_choices = extra_choices or {}
     allowed = allowed_choices()
     out = {}

@@ -269,3 +269,24 @@ def vulnerability_bars(tables: dict, paper: dict | None = None, title: str = "")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def vulnerability_profiles(tables: dict, title: str = "") -> plt.Figure:
+    """Vul_i per layer (%, 95% intervals) of models with different layers side by side, one panel each (name ->
+    table from :func:`interpretgan.diagnosis.vulnerability`), on one scale; flagged layers hatched."""
+    fig, axes = plt.subplots(1, len(tables), figsize=(4.2 * len(tables) + 1, 3.4), squeeze=False, sharey=True)
+    for ax, (name, t) in zip(axes[0], tables.items()):
+        err = np.vstack([t["vul"] - t["vul_low"], t["vul_high"] - t["vul"]]) * 100
+        bars = ax.bar(np.arange(len(t)), t["vul"] * 100, 0.7, yerr=err, capsize=2)
+        for bar, layer in zip(bars, t.index):
+            if layer in vulnerable_layers(t):
+                bar.set_hatch("//")
+        ax.set_xticks(np.arange(len(t)))
+        ax.set_xticklabels(t.index, rotation=30 if len(t) > 6 else 0)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_title(name, fontsize=10)
+    axes[0, 0].set_ylabel("Vul_i (%)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+

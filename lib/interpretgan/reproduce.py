@@ -31,7 +31,8 @@ from .cache import write_json
 from .profiles import PROFILES
 from .progress import TEXT_ENV
 
-NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling", "07_celeba")
+NOTEBOOKS = ("01_train", "02_attack", "03_fit_interpretgan", "04_visualize", "05_diagnose", "06_pooling", "07_celeba",
+             "08_your_model")
 KERNEL = "interpretgan"
 
 

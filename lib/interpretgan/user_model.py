@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from . import paths
-from .cache import WeightsError, describe_file, load_weights
+from .cache import WeightsError, describe_file, load_weights, sha256_file
 from .data import DATASETS, MNIST_FILES, ImageSet, _mnist_raw_dir, _read_idx, load, resize_to
 
 #: the side in pixels a dataset's images usually have in models people bring (MNIST models take 28 x 28)
@@ -49,9 +49,9 @@ def load_factory(spec: str) -> Callable[[], nn.Module]:
         raise ModelError(f"model must be 'path/to/file.py:factory' or 'package.module:factory', got {spec!r}")
     where, name = spec.split(":")
     if where.endswith(".py"):
-        path = Path(where) if Path(where).is_file() else paths.REPO_ROOT / where
+        path = find_file(where)
         if not path.is_file():
-            raise ModelError(f"model file {where} does not exist (looked in {Path.cwd()} and {paths.REPO_ROOT})")
+            raise ModelError(f"model file {where} does not exist (relative to the working folder or the repository)")
         module_name = f"_interpretgan_user_{abs(hash(str(path.resolve())))}"
         loader = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(loader)
@@ -87,34 +87,46 @@ def load_model(spec: str, weights: str | os.PathLike | None = None, seed: int = 
     return model.eval()
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_state(path: Path, shown: Path) -> dict[str, torch.Tensor]:
     """A state dict from a safetensors file or from a ``torch.save`` file (``weights_only=True``; a checkpoint
     dict with a ``state_dict`` or ``model`` entry is unwrapped)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:4] != b"PK\x03\x04" and head[:1] != b"\x80":  # neither torch.save's zip nor a pickle
-        return load_weights(path, dtype=None)  # names the file and what it holds when it is not safetensors
+        try:
+            return load_weights(path, dtype=None)  # names the file and what it holds when it is not safetensors
+        except WeightsError as err:
+            raise WeightsError(str(err).replace(str(path), str(shown), 1)) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise WeightsError(f"{path} cannot be read as weights: it holds {describe_file(path)} "
+        raise WeightsError(f"{shown} cannot be read as weights: it holds {describe_file(path)} "
                            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path} holds {type(state).__name__}, not a state dict of tensors")
+        raise WeightsError(f"{shown} holds {type(state).__name__}, not a state dict of tensors")
     return state
+
+
+def find_file(path: str | os.PathLike) -> Path:
+    """``path`` as given when it exists there (relative to the working folder), else relative to the repository
+    (``weights/...`` from a notebook running in ``notebooks/``); the given path when neither exists."""
+    path = Path(path)
+    if not path.exists() and not path.is_absolute() and (paths.REPO_ROOT / path).exists():
+        return paths.REPO_ROOT / path
+    return path
 
 
 def load_user_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load the state dict in ``path`` (safetensors, or a ``torch.save`` file read with ``weights_only=True``)
     into ``model``; a file that is not weights, or whose tensors do not match the model's, is refused with what
     it holds and what the model expects."""
-    path = Path(path)
+    given, path = Path(path), find_file(path)
     if not path.is_file():
-        raise ModelError(f"weights file {path} does not exist")
-    state = _read_state(path)
+        raise ModelError(f"weights file {given} does not exist")
+    state = _read_state(path, given)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -126,7 +138,7 @@ def load_user_weights(model: nn.Module, path: str | os.PathLike) -> nn.Module:
         parts = ([f"the model expects {len(missing)} tensors the file lacks: {few(missing)}"] if missing else []) + \
                 ([f"the file holds {len(unexpected)} the model lacks: {few(unexpected)}"] if unexpected else []) + \
                 ([f"shapes differ: {few(wrong)}"] if wrong else [])
-        raise WeightsError(f"{path} does not match the model ({len(state)} tensors in the file, {len(expected)} "
+        raise WeightsError(f"{given} does not match the model ({len(state)} tensors in the file, {len(expected)} "
                            f"in the model): " + "; ".join(parts))
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
     return model
@@ -249,3 +261,57 @@ def find_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
         raise ModelError("found no convolution or linear layer among the model's top-level children: name the "
                          "layers to explain (names from model.named_modules())")
     return layers
+
+
+def training_settings(spec: str, dataset: str = "mnist", image_size: int | None = None, epochs: int = 10,
+                      lr: float = 0.01, lr_milestones: tuple[int, ...] = (5,), batch_size: int = 128,
+                      seed: int = 0) -> dict:
+    """Every setting of :func:`train_model` (its cache key and its shipped name are made from these): the paper's
+    natural MNIST schedule by default (SGD with momentum 0.9, lr 0.01 then 0.001 after epoch 5, 10 epochs)."""
+    side = image_size or USUAL_SIDE.get(dataset)
+    path = find_file(spec.split(":")[0])
+    return {"kind": "user-classifier", "version": 1, "model": spec, "dataset": str(dataset), "image_size": side,
+            "model_file": sha256_file(path) if path.is_file() else None, "epochs": epochs, "lr": lr,
+            "lr_milestones": list(lr_milestones), "batch_size": batch_size, "seed": seed, "training": "natural"}
+
+
+def train_model(settings: dict, data_root=None, device=None, progress: bool = True,
+                exact: bool | None = None) -> tuple[nn.Module, dict]:
+    """Train the model of :func:`training_settings` naturally with the package's loop
+    (:func:`interpretgan.training.train_natural`), through the artifact cache (resumable; a finished entry is
+    loaded); returns the model (eval mode) and its history. Maintainers ship the result with :func:`ship_model`;
+    readers of ``08_your_model`` load the shipped weights instead."""
+    from .cache import entry, read_checkpoint, read_weights, save_checkpoint, save_weights, settings_key
+    from .training import train_natural
+
+    folder = entry("user-classifiers", settings)
+    model = load_model(settings["model"], seed=settings["seed"]).to(device or "cpu")
+    state, history = read_weights(folder / "model.safetensors"), read_checkpoint(folder / "history.pt")
+    if state is None or history is None:
+        train = images_for(settings["dataset"], "train", data_root, settings["image_size"])
+        test = images_for(settings["dataset"], "test", data_root, settings["image_size"])
+        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
+                                lr_milestones=tuple(settings["lr_milestones"]), batch_size=settings["batch_size"],
+                                seed=settings["seed"], checkpoint=folder / "checkpoint.pt", device=device or "cpu",
+                                progress=progress, exact=exact)
+        save_checkpoint(history, folder / "history.pt")
+        save_weights(model.state_dict(), folder / "model.safetensors", metadata={"key": settings_key(settings)})
+    else:
+        model.load_state_dict(state)
+    return model.eval(), history
+
+
+def ship_model(settings: dict, name: str, trained_on: str | None = None) -> str:
+    """Copy the cached model of :func:`train_model` into ``weights/<name>`` in fp16 with its history (maintainers'
+    tool); returns the shipped path relative to the repository (what ``08_your_model``'s ``weights`` takes)."""
+    from .cache import entry, load_checkpoint, ship, settings_key
+
+    folder = entry("user-classifiers", settings)
+    if not (folder / "model.safetensors").is_file():
+        raise FileNotFoundError(f"nothing trained in {folder}: run train_model() first")
+    history = load_checkpoint(folder / "history.pt")
+    extra = {"history": history, "test_accuracy": history["test_accuracy"][-1],
+             **({"trained_on": trained_on} if trained_on else {})}
+    f = ship(load_weights(folder / "model.safetensors"), name, settings_key(settings), settings, extra=extra,
+             dtype=torch.float16)
+    return str(f.relative_to(paths.REPO_ROOT))
