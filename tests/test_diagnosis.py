@@ -50,6 +50,21 @@ def test_maxpool_index_change_by_hand():
     assert t.loc["0", "changed_untied"] == pytest.approx(1.0)  # the one untied window changed
     same = maxpool_index_change(pool, x, x.clone())
     assert same.loc["0", "changed"] == 0.0
+    assert (same.loc["0", "changed_low"], same.loc["0", "changed_high"]) == (0.0, 0.0)
+
+
+def test_maxpool_index_change_interval_is_over_images():
+    """Three images with 4 windows each, whose argmax moves in 0, 1 and 4 windows: changed is 5 / 12 (the mean of
+    the images' own shares 0, 1/4, 1), and the bootstrap interval lies within their range around it."""
+    pool = nn.Sequential(nn.MaxPool2d(2, 2))
+    x = torch.zeros(3, 1, 2, 8)
+    x[:, 0, 0, ::2] = 1.0                   # every window's argmax at its top-left
+    x_adv = x.clone()
+    x_adv[1, 0, 1, 1] = 2.0                 # image 1: one window moves
+    x_adv[2, 0, 1, 1::2] = 2.0              # image 2: all four move
+    t = maxpool_index_change(pool, x, x_adv)
+    assert t.loc["0", "changed"] == pytest.approx(5 / 12)
+    assert 0.0 <= t.loc["0", "changed_low"] < 5 / 12 < t.loc["0", "changed_high"] <= 1.0
 
 
 def test_maxpool_study_on_the_paper_model(weak_model, test_set):

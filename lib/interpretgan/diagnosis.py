@@ -167,10 +167,13 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     channels and positions) whose argmax position differs between ``x`` and ``x_adv``, taken from the
     pooling's own ``return_indices``; and the same fraction over the windows that are *not* tied in
     either input (a tied window has more than one position equal to its maximum, e.g. all zeros after a
-    ReLU, where the argmax is an arbitrary choice). Columns: ``changed``, ``changed_untied``,
-    ``tied`` (fraction of windows tied in either input), ``windows`` (count)."""
+    ReLU, where the argmax is an arbitrary choice). Columns: ``changed``, ``changed_low`` and ``changed_high``
+    (its 95% bootstrap interval over images: every image has as many windows, so ``changed`` is the mean of the
+    images' own fractions), ``changed_untied``, ``tied`` (fraction of windows tied in either input), ``windows``
+    (count)."""
     device = next(iter(model.parameters()), x).device
     totals: dict[str, np.ndarray] = {}
+    per_image: dict[str, list[np.ndarray]] = {}
     with eval_mode(model):
         for i in range(0, len(x), batch_size):
             nat = _pool_inputs(model, x[i:i + batch_size].to(device).float())
@@ -182,6 +185,7 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                 _, idx_b = F.max_pool2d(adv[name], pool.kernel_size, pool.stride, pool.padding, pool.dilation,
                                         ceil_mode=pool.ceil_mode, return_indices=True)
                 changed = (idx_a != idx_b).flatten()
+                per_image.setdefault(name, []).append((idx_a != idx_b).flatten(1).double().mean(1).cpu().numpy())
                 wa, wb = _windows(a, pool), _windows(adv[name], pool)
                 tied = (((wa == wa.amax(-1, keepdim=True)).sum(-1) > 1) |
                         ((wb == wb.amax(-1, keepdim=True)).sum(-1) > 1)).flatten()
@@ -189,8 +193,11 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
                     tied = torch.zeros_like(changed)
                 t = totals.setdefault(name, np.zeros(4))
                 t += [changed.sum().item(), (changed & ~tied).sum().item(), tied.sum().item(), changed.numel()]
-    rows = {name: {"changed": c / n, "changed_untied": cu / max(n - ti, 1), "tied": ti / n, "windows": int(n)}
-            for name, (c, cu, ti, n) in totals.items()}
+    rows = {}
+    for name, (c, cu, ti, n) in totals.items():
+        low, high = quality.mean_interval(np.concatenate(per_image[name]))
+        rows[name] = {"changed": c / n, "changed_low": low, "changed_high": high, "changed_untied": cu / max(n - ti, 1),
+                      "tied": ti / n, "windows": int(n)}
     return pd.DataFrame(rows).T
 
 
