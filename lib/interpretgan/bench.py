@@ -27,6 +27,7 @@ It writes the table to ``<artifacts>/bench.json``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from typing import Callable
@@ -340,12 +341,19 @@ def table(record: dict) -> str:
         lines.append(f"InterpretGAN {g['layer']} explanation accuracy (f, {g['n_images']:,} digits): fp32 "
                      f"{g['accuracy_fp32']:.2%} ({g['minutes_fp32']:.1f} min fit), fast {g['accuracy_fast']:.2%} "
                      f"({g['minutes_fast']:.1f} min) ({g['difference_points']:+.2f} points)")
+    if "parallel_layers" in record:
+        r = record["parallel_layers"]
+        lines += ["", f"== layers in parallel (08's LeNet-5, layers {r['layers']}, {r['gan_images']} images per scale)",
+                  f"one process x {r['processes']} threads: {r['one_process']:.0f} s; {r['processes']} processes x "
+                  f"1 thread (torchrun): {r['per_core']:.0f} s ({r['one_process'] / r['per_core']:.2f}x)"]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--skip-science", action="store_true", help="speed only (no full-scale accuracy comparison)")
+    ap.add_argument("--skip-parallel", action="store_true",
+                    help="no timing of two layers fitted by one process against one process per core")
     args = ap.parse_args(argv)
     record = {"machine": fast.machine(), "devices": {}}
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
@@ -363,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_science:
         record["science"] = science()
         record["gan_science"] = gan_science()
+    if not args.skip_parallel:
+        record["parallel_layers"] = parallel_layers()
     write_json(paths.artifacts_root() / "bench.json", record)
     print(table(record))
     print(f"\nwritten to {paths.artifacts_root() / 'bench.json'}")
@@ -371,3 +381,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def parallel_layers(layers: str = "2,5", gan_images: str = "1000,2000,6000") -> dict[str, float]:
+    """Wall seconds to fit ``layers`` of the example LeNet-5 (``08_your_model``'s default model, 28 px MNIST) with
+    ``gan_images`` per scale, from an empty artifact folder each time: one process with every core as threads
+    (``python -m interpretgan.diagnose``) against one process per core with one thread each (``torchrun
+    --nproc_per_node <cores> -m interpretgan.diagnose``), the layers dealt to the processes by cost."""
+    import subprocess
+    import tempfile
+
+    cores = fast.set_threads()
+    args = ["-m", "interpretgan.diagnose", "--model", "notebooks/examples/lenet5.py:lenet5", "--weights",
+            "weights/examples-lenet5-mnist.safetensors", "--layers", layers, "--gan-images", gan_images,
+            "--n-images", "100", "--no-judges"]
+    out = {"layers": layers, "gan_images": gan_images, "processes": cores}
+    for name, cmd, threads in (("one_process", [sys.executable, *args], cores),
+                               ("per_core", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node",
+                                             str(cores), *args], 1)):
+        with tempfile.TemporaryDirectory() as folder:
+            env = {**os.environ, "INTERPRETGAN_ARTIFACTS": folder, "OMP_NUM_THREADS": str(threads)}
+            t0 = time.perf_counter()
+            subprocess.run(cmd, env=env, cwd=paths.REPO_ROOT, check=True, capture_output=True)
+            out[name] = time.perf_counter() - t0
+    return out

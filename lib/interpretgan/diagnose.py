@@ -40,6 +40,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--epsilon", type=float, default=0.3)
     ap.add_argument("--n-images", type=int, default=500)
     ap.add_argument("--profile", default="default", choices=list(PROFILES))
+    ap.add_argument("--gan-images", default=None,
+                    help="images shown per scale, comma-separated (default: the profile's schedule for the side)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-judges", action="store_true", help="skip the panel (MNIST and CelebA have one)")
     ap.add_argument("--data-root", default=None)
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
         run = prepare_user_model(args.model, args.weights, args.dataset, args.image_size,
                                  "all" if args.layers == "all" else args.layers.split(","), args.attack, args.epsilon,
                                  args.n_images, args.profile, args.data_root, args.seed, device,
-                                 args.exact or None)
+                                 args.exact or None, gan_images=args.gan_images)
         judges = None if args.no_judges or rank else user_judges(args.profile, args.dataset, run.test.shape[-1],
                                                                 args.data_root, exact=args.exact or None)
         d = diagnose_user_model(run, judges=judges, seed=args.seed, rank=rank, world=world, progress=rank == 0,

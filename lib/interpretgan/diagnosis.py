@@ -739,11 +739,12 @@ class UserRun:
 def prepare_user_model(model: str, weights=None, dataset: str = "mnist", image_size: int | None = None,
                        layers="all", attack: str = "pgd40", epsilon: float = 0.3, n_images: int = 500,
                        profile: str = "default", data_root=None, seed: int = 0, device=None,
-                       exact: bool | None = None) -> UserRun:
+                       exact: bool | None = None, gan_images=None) -> UserRun:
     """Load, check and set up a user's model for :func:`diagnose_user_model`; refuses (naming what is wrong) a
     model spec that does not import, a factory that returns no module, weights that do not match, a model that is
     not deterministic in eval mode or whose outputs are not logits of the dataset's classes, non-square images, a
-    layer the model lacks or never calls (see :mod:`interpretgan.user_model`)."""
+    layer the model lacks or never calls (see :mod:`interpretgan.user_model`). ``gan_images`` (a sequence, or a
+    comma-separated string, one count per scale) replaces the profile's schedule of images (:func:`user_gan_settings`)."""
     from . import user_model as um
     from .attacks import check_epsilon, make_attack
 
@@ -758,6 +759,12 @@ def prepare_user_model(model: str, weights=None, dataset: str = "mnist", image_s
     for layer in names:  # a shared module (called twice) is refused here, before any fit
         gan.latent_of(net, x0, layer)
     settings = user_gan_settings(profile, test.shape[-1])
+    if gan_images is not None:
+        counts = tuple(int(n) for n in (gan_images.split(",") if isinstance(gan_images, str) else gan_images))
+        if len(counts) != len(settings.channels) or min(counts) < 0:
+            raise ValueError(f"gan_images must give {len(settings.channels)} counts (one per scale of the "
+                             f"{settings.image_size} px generator), got {gan_images!r}")
+        settings = replace(settings, images=counts)
     step = None if dataset in um.NUM_CLASSES else epsilon / 4
     atk = make_attack(attack, check_epsilon(epsilon), dataset=dataset if dataset in um.NUM_CLASSES else "mnist",
                       alpha=step, exact=exact)
