@@ -205,3 +205,26 @@ def test_paper_profile_atta_models_ship_under_their_paper_keys(pooling):
         assert history["perturbation"][-1] == pytest.approx(0.3, abs=0.01)
         assert entry["test_accuracy"] > 0.97 and history["robust_accuracy"][-1] > 0.8  # PGD-40 check, 500 digits
         assert entry["trained_on"]  # the fast path's precision depends on the machine, and the key does not say it
+
+
+def test_shipped_cifar10_models_are_the_default_profiles_at_the_authors_schedule():
+    """Table 3's models (issue 30): every shipped CIFAR-10 file is a default-profile ATTA model under its current
+    key: the authors' schedule (38 epochs, lr 0.1 x0.1 at 30 and 36, buffer reset every 10, batch 64, crops and
+    flips) on all 50,000 training images, the profile's architecture, fp16, with its 38-epoch history and the
+    machine it was trained on."""
+    from interpretgan.profiles import DEFAULT_CIFAR_ARCHS, PAPER_ATTA
+
+    shipped = {n: e for n, e in cache.read_manifest()["files"].items() if n.startswith("cifar10-")}
+    for name, entry in shipped.items():
+        _, arch, pooling, _, seed = name[:-len(".safetensors")].split("-")
+        settings = zoo.classifier_settings("default", pooling, "atta", int(seed[len("seed"):]), exact=False,
+                                           dataset="cifar10", arch=arch)
+        assert entry["key"] == cache.settings_key(settings) and entry["settings"] == settings, name
+        assert settings["n_train"] is None and settings["model"] == DEFAULT_CIFAR_ARCHS[arch]
+        paper = PAPER_ATTA["cifar10"]
+        assert (settings["epochs"], settings["lr"], settings["lr_milestones"], settings["reset_every"],
+                settings["batch_size"], settings["augment"]) == (paper.epochs, paper.lr, list(paper.lr_milestones),
+                                                                 paper.reset_every, paper.batch_size, True)
+        assert entry["history"]["epoch"] == list(range(1, 39)) and "trained_on" in entry
+        assert all(v.dtype == torch.float16 for v in cache.load_weights(cache.paths.weights_dir() / name,
+                                                                       dtype=None).values() if v.is_floating_point())
