@@ -69,3 +69,25 @@ def test_seed_summary_and_pooling_comparison_by_hand():
     assert cmp.loc["pgd40", "verdict"] == "avg > max, beyond the seed spread"
     assert cmp.loc["fgsm", "avg - max"] == pytest.approx(0.0, abs=1e-9)
     assert cmp.loc["fgsm", "verdict"].startswith("avg <= max here")
+
+
+def test_trimmed_evaluation_puts_clean_and_full_attacks_on_every_image(weak_model, test_set, tmp_path, monkeypatch):
+    """Table 3 at the default profile: clean and FGSM on the whole split, the iterative attacks on a subset; the
+    per-image flags follow the subset throughout (so the masking checks line up), each figure with its count."""
+    from interpretgan.attacks import FGSM
+    from interpretgan.robustness import _evaluate_trimmed
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    split = test_set.subset(200, seed=5)
+    split = type(split)(split.images, split.labels, torch.arange(200), "split")  # positions = indices, as a split
+    sub = split.subset(40)
+    info = {"key": "weak", "settings": {"dataset": "mnist", "exact": True}}
+    ev = _evaluate_trimmed(weak_model, info, split, sub, ("pgd5", "fgsm"), ("fgsm",), 0.1, keep=("fgsm",),
+                           progress=False)
+    assert ev.n_images == {"clean": 200, "fgsm": 200, "pgd5": 40}
+    whole = run_attack(weak_model, FGSM(0.1, exact=True), split, progress=False)
+    assert ev.clean == whole.clean_accuracy and ev.robust["fgsm"] == whole.robust_accuracy
+    on_sub = run_attack(weak_model, FGSM(0.1, exact=True), sub, progress=False)
+    assert torch.equal(ev.correct["fgsm"], on_sub.pred_adv == on_sub.labels)
+    assert torch.equal(ev.correct["clean"], on_sub.pred_clean == on_sub.labels)
+    assert len(ev.correct["pgd5"]) == 40 and ev.adversarial["fgsm"].shape == (40, 1, 32, 32)

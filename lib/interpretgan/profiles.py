@@ -140,7 +140,8 @@ class Profile:
     n_pooling: int | None = None    # MNIST test images for the pooling table (None: all 10,000)
     n_apgd: int = 1_000             # test images for APGD-CE/-DLR and the transfer attacks
     apgd_steps: int = 100           # APGD iterations (AutoAttack's 100)
-    n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3
+    n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3 (a fixed random subset; None: all 10,000) ...
+    cifar_full: tuple[str, ...] = ()  # ... except clean accuracy and these attacks, on all 10,000 when it is a subset
     cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
     # InterpretGAN: the paper's 6 epochs at each of the first three scales and 12 at the last, lr 0.001
     gan: GANSettings = field(default_factory=lambda: GANSettings(code_dim=128, channels=(128, 128, 128, 128), batch_size=64,
@@ -233,7 +234,7 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, apgd_steps=50, n_cifar_test=None, cifar_seeds=(0, 1, 2),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_seeds=(0, 1, 2),
                        gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),

@@ -45,6 +45,7 @@ class Evaluation:
     robust: dict[str, float]
     correct: dict[str, torch.Tensor]
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)
+    n_images: dict[str, int] = field(default_factory=dict)  # images behind each figure where they differ ("clean" too)
 
 
 def _plan(attacks: Iterable[str]) -> dict[str, list[int]]:
@@ -236,21 +237,43 @@ def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | 
     p = get_profile(profile)
     seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
     attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
-    test = load(dataset, "test", data_root).subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
+    split = load(dataset, "test", data_root)
+    test = split.subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
+    full = tuple(a for a in attacks if a in p.cifar_full) if dataset == "cifar10" and len(test) < len(split) else None
     models, infos, evals, rows = {}, {}, {}, []
     for pooling in POOLINGS:
         for seed in seeds:
             model, info = classifier(profile, pooling=pooling, training="atta", seed=seed, data_root=data_root,
                                      retrain=retrain, exact=exact, dataset=dataset, arch=arch, progress=progress)
-            ev = evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
+            if full is None:
+                ev = evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
+            else:
+                ev = _evaluate_trimmed(model, info, split, test, attacks, full, eps, keep, progress)
             models[pooling, seed], infos[pooling, seed], evals[pooling, seed] = model, info, ev
-            rows.append((pooling, seed, "clean", ev.clean))
-            rows += [(pooling, seed, a, ev.robust[a]) for a in attacks]
+            rows.append((pooling, seed, "clean", ev.clean, ev.n_images.get("clean", len(test))))
+            rows += [(pooling, seed, a, ev.robust[a], ev.n_images.get(a, len(test))) for a in attacks]
             if progress:
                 print(f"{dataset} {arch or 'smallcnn'} {pooling} seed {seed} ({info['source']}): clean "
                       f"{ev.clean:.2%}, " + ", ".join(f"{a} {ev.robust[a]:.2%}" for a in attacks))
-    per_seed = pd.DataFrame(rows, columns=["pooling", "seed", "attack", "accuracy"])
+    per_seed = pd.DataFrame(rows, columns=["pooling", "seed", "attack", "accuracy", "n_images"])
     return PoolingStudy(dataset, arch, attacks, eps, test, models, infos, evals, per_seed, time.perf_counter() - t0)
+
+
+def _evaluate_trimmed(model: nn.Module, info: dict, split, test, attacks: tuple[str, ...], full: tuple[str, ...],
+                      eps: float, keep: Iterable[str], progress: bool) -> Evaluation:
+    """Clean accuracy and the attacks in ``full`` on every image of ``split``, the other attacks on ``test`` (a
+    subset of it), as one :class:`Evaluation` whose per-image ``correct`` follows ``test`` throughout (the full
+    split's entries at ``test``'s images) and whose ``n_images`` says how many images each figure has."""
+    ev_all = evaluate_cached(model, info, split, list(full), eps, keep=[k for k in keep if k in full],
+                             progress=progress)
+    rest = [a for a in attacks if a not in full]
+    ev = evaluate_cached(model, info, test, rest, eps, keep=[k for k in keep if k not in full], progress=progress)
+    at = test.indices  # positions in the whole split
+    correct = {**ev.correct, "clean": ev_all.correct["clean"][at], **{a: ev_all.correct[a][at] for a in full}}
+    kept = {**ev.adversarial, **{a: x[at] for a, x in ev_all.adversarial.items()}}
+    n_images = {"clean": len(split), **{a: len(split) for a in full}, **{a: len(test) for a in rest}}
+    return Evaluation(clean=ev_all.clean, robust={a: (ev_all if a in full else ev).robust[a] for a in attacks},
+                      correct=correct, adversarial=kept, n_images=n_images)
 
 
 def table_with_paper(summary: pd.DataFrame, paper: dict, attacks: Iterable[str], groups: Iterable[tuple]
