@@ -127,3 +127,15 @@ def test_distributed_offers_and_accepts_only_the_datasets_with_an_atta_schedule(
         distributed.main(["--help"])
     out = capsys.readouterr().out
     assert "{mnist,cifar10}" in out and "celeba" in out.split("--dataset {mnist,cifar10}")[-1]  # its help says why
+
+
+def test_interpretgan_gan_is_split_into_short_functions():
+    """``gan`` is a package a reader can follow (networks, explainer, losses, fit): no function or method in it
+    runs over 60 lines of code (its docstring not counted)."""
+    assert {f.stem for f in _files("gan")} == {"__init__", "networks", "explainer", "losses", "fit"}
+    for f in _files("gan"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = node.body[0] if ast.get_docstring(node) else None
+                lines = node.end_lineno - node.lineno + 1 - ((doc.end_lineno - doc.lineno + 1) if doc else 0)
+                assert lines <= 60, f"{f.name}: {node.name} has {lines} lines of code"
