@@ -97,7 +97,9 @@ def test_default_generators_ship_under_their_current_keys(pooling, training):
     for layer in LAYERS:
         settings = zoo.explainer_settings("default", pooling, training, layer, exact=False)
         assert "prior" in settings  # the default profile warm-starts every MNIST layer from its prior
-        assert settings["gan"]["latent_match"] == 10.0  # with the latent-matching term
+        # with the latent-matching term, lighter on conv1's large latent and over twice the images there
+        assert (settings["gan"]["latent_match"], settings["gan"]["images"][-1]) == \
+            ((3.0, 40_000) if layer == "conv1" else (10.0, 20_000))
         f = cache.shipped(cache.settings_key(settings))
         assert f is not None, f"no shipped generator for {pooling} {training} {layer} under the current settings"
         assert f.name == f"mnist-smallcnn-{pooling}-{training}-seed0-interpretgan-{layer}-warm.safetensors"
@@ -228,3 +230,15 @@ def test_shipped_cifar10_models_are_the_default_profiles_at_the_authors_schedule
         assert entry["history"]["epoch"] == list(range(1, 39)) and "trained_on" in entry
         assert all(v.dtype == torch.float16 for v in cache.load_weights(cache.paths.weights_dir() / name,
                                                                        dtype=None).values() if v.is_floating_point())
+
+
+def test_a_prior_changes_the_warm_schedule_of_its_named_layers_only():
+    from interpretgan.profiles import DEFAULT_PRIOR, GANPrior
+
+    assert DEFAULT_PRIOR.warm_for("conv2") is not DEFAULT_PRIOR.warm_for("conv1")
+    assert DEFAULT_PRIOR.warm_for("fc1") == DEFAULT_PRIOR.warm
+    plain = GANPrior(DEFAULT_PRIOR.warm)
+    assert plain.warm_for("conv1") == DEFAULT_PRIOR.warm  # no layers named: one schedule for all
+    c1, c2 = (zoo.explainer_settings("default", "max", "natural", l, exact=False) for l in ("conv1", "conv2"))
+    assert c1["prior"] == c2["prior"]  # the same prior either way
+    assert {k for k in c1["gan"] if c1["gan"][k] != c2["gan"][k]} == {"latent_match", "images"}

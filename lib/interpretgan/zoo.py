@@ -328,7 +328,7 @@ def explainer_settings(profile: str = "default", pooling: str = "max", training:
     out = {"kind": "explainer", "version": 2, "classifier": cache.settings_key(clf), "layer": layer,
            "gan": gan_settings.as_dict(), "seed": int(seed), "exact": clf["exact"]}
     if warm:
-        out["gan"] = prior.warm.as_dict()
+        out["gan"] = prior.warm_for(layer).as_dict()
         out["prior"] = cache.settings_key(explainer_settings(
             profile, prior.pooling, prior.training, prior.layer, exact=exact, schedule_factor=prior.schedule_factor,
             dataset=dataset, data_root=data_root, warm=False))
