@@ -387,11 +387,16 @@ def fit_layers(model: nn.Module, layers: Iterable[str], train_set, settings, fol
         mine = assign_layers(costs or layer_costs(model, layers, settings, example), world)[rank]
     else:
         mine = layers
+    side = train_set.shape[-1]
     explainers = {}
     for layer in layers:
         final = Path(folder) / f"{layer}.safetensors" if folder is not None else None
-        if layer not in mine or (final is not None and final.is_file() and cache.read_weights(final) is not None):
-            continue  # another process's layer, or fitted before (a damaged file is moved aside and refitted)
+        state = cache.read_weights(final) if final is not None and final.is_file() else None
+        if state is not None:  # fitted before (a damaged file is moved aside, and refitted below)
+            explainers[layer] = gan.build_explainer(model, layer, settings, state, device, image_size=side)
+            continue
+        if layer not in mine:
+            continue  # another process's layer: loaded after the barrier
         explainers[layer], _ = gan.fit_layer(model, layer, train_set, settings, seed=layer_seed(seed, layer),
                                              device=device, checkpoint=final.with_suffix(".checkpoint.pt") if final
                                              else None, progress=progress, exact=exact)
@@ -400,7 +405,6 @@ def fit_layers(model: nn.Module, layers: Iterable[str], train_set, settings, fol
     if world > 1:
         import torch.distributed as dist
         dist.barrier()
-    side = train_set.shape[-1]
     return {layer: explainers[layer] if layer in explainers else
             gan.build_explainer(model, layer, settings, cache.load_weights(Path(folder) / f"{layer}.safetensors"),
                                 device, image_size=side)

@@ -278,40 +278,36 @@ def training_settings(spec: str, dataset: str = "mnist", image_size: int | None 
 def train_model(settings: dict, data_root=None, device=None, progress: bool = True,
                 exact: bool | None = None) -> tuple[nn.Module, dict]:
     """Train the model of :func:`training_settings` naturally with the package's loop
-    (:func:`interpretgan.training.train_natural`), through the artifact cache (resumable; a finished entry is
-    loaded); returns the model (eval mode) and its history. Maintainers ship the result with :func:`ship_model`;
-    readers of ``08_your_model`` load the shipped weights instead."""
-    from .cache import entry, read_checkpoint, read_weights, save_checkpoint, save_weights, settings_key
+    (:func:`interpretgan.training.train_natural`), through the artifact cache like the zoo's models
+    (:func:`interpretgan.zoo._through_cache`: a finished entry, else the shipped weights of this key, else training,
+    resumable); returns the model (eval mode) and its history. Maintainers ship the result with :func:`ship_model`."""
+    from .cache import entry, settings_key
     from .training import train_natural
+    from .zoo import _through_cache
 
     folder = entry("user-classifiers", settings)
     model = load_model(settings["model"], seed=settings["seed"]).to(device or "cpu")
-    state, history = read_weights(folder / "model.safetensors"), read_checkpoint(folder / "history.pt")
-    if state is None or history is None:
-        train = images_for(settings["dataset"], "train", data_root, settings["image_size"])
-        test = images_for(settings["dataset"], "test", data_root, settings["image_size"])
-        history = train_natural(model, train, test, epochs=settings["epochs"], lr=settings["lr"],
+
+    def train():
+        train_set = images_for(settings["dataset"], "train", data_root, settings["image_size"])
+        test_set = images_for(settings["dataset"], "test", data_root, settings["image_size"])
+        history = train_natural(model, train_set, test_set, epochs=settings["epochs"], lr=settings["lr"],
                                 lr_milestones=tuple(settings["lr_milestones"]), batch_size=settings["batch_size"],
                                 seed=settings["seed"], checkpoint=folder / "checkpoint.pt", device=device or "cpu",
                                 progress=progress, exact=exact)
-        save_checkpoint(history, folder / "history.pt")
-        save_weights(model.state_dict(), folder / "model.safetensors", metadata={"key": settings_key(settings)})
-    else:
-        model.load_state_dict(state)
+        return model.state_dict(), history
+
+    state, _, history = _through_cache(folder, settings_key(settings), "model.safetensors", False, train)
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
     return model.eval(), history
 
 
 def ship_model(settings: dict, name: str, trained_on: str | None = None) -> str:
-    """Copy the cached model of :func:`train_model` into ``weights/<name>`` in fp16 with its history (maintainers'
-    tool); returns the shipped path relative to the repository (what ``08_your_model``'s ``weights`` takes)."""
-    from .cache import entry, load_checkpoint, ship, settings_key
+    """Copy the cached model of :func:`train_model` into ``weights/<name>`` in fp16 with its history and last test
+    accuracy (maintainers' tool, :func:`interpretgan.zoo._ship`); returns the shipped path relative to the repository
+    (what ``08_your_model``'s ``weights`` takes)."""
+    from .zoo import _ship
 
-    folder = entry("user-classifiers", settings)
-    if not (folder / "model.safetensors").is_file():
-        raise FileNotFoundError(f"nothing trained in {folder}: run train_model() first")
-    history = load_checkpoint(folder / "history.pt")
-    extra = {"history": history, "test_accuracy": history["test_accuracy"][-1],
-             **({"trained_on": trained_on} if trained_on else {})}
-    f = ship(load_weights(folder / "model.safetensors"), name, settings_key(settings), settings, extra=extra,
-             dtype=torch.float16)
-    return str(f.relative_to(paths.REPO_ROOT))
+    _ship("user-classifiers", settings, "model.safetensors", name, "train_model", torch.float16, with_accuracy=True,
+          trained_on=trained_on)
+    return str((paths.weights_dir() / name).relative_to(paths.REPO_ROOT))
