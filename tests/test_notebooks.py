@@ -84,6 +84,15 @@ def test_06_pooling_smoke_glues_both_tables_and_the_masking_checks(tmp_path):
         assert m["worst_case"] <= min(m["white_box"], m["apgd_ce"], m["apgd_dlr"], m["transfer"])
     cifar = scraps["cifar_table"]
     assert set(cifar) == {"vgg16", "wrn"} and set(cifar["wrn"]["avg"]) == {"clean", "pgd20", "pgd100", "mpgd20", "fgsm"}
+    assert scraps["cifar_images"] == {"clean": 64, "fgsm": 64, "pgd20": 64, "pgd100": 64, "mpgd20": 64}  # smoke: 64
+    for arch in ("vgg16", "wrn"):  # issue 30: the masking checks on CIFAR-10 too
+        for pool in ("max", "avg"):
+            m = scraps["cifar_masking"][arch][pool]
+            assert m["worst_case"] <= min(m["white_box"], m["apgd_ce"], m["apgd_dlr"], m["transfer"])
+    # the index change at each of VGG16's five max poolings, inside its interval
+    change = scraps["cifar_index_change"]
+    assert len(change) == 5 and all(k.endswith("seed 0") for k in change)
+    assert all(0 <= low <= mid <= high <= 1 for mid, low, high in change.values())
 
 
 def test_03_fit_interpretgan_smoke_glues_every_layer(tmp_path):

@@ -119,3 +119,14 @@ def test_data_root_is_checked_with_the_other_parameters(tmp_path, monkeypatch):
     assert resolve(data_root=str(tmp_path)).data_root == str(tmp_path)  # an explicit root wins over the variable
     monkeypatch.delenv("INTERPRETGAN_DATA")
     assert resolve(data_root="None").data_root is None  # <repo>/data: left to the loaders (they may download)
+
+
+def test_cifar_test_is_the_profiles_all_or_a_count():
+    from interpretgan.params import ParameterError, parse_cifar_test
+
+    assert parse_cifar_test(None) is None and parse_cifar_test("None") is None
+    assert parse_cifar_test("all") == "all" and parse_cifar_test(" ALL ") == "all"
+    assert parse_cifar_test(1000) == 1000 and parse_cifar_test("2,000") == 2000
+    for bad in (0, -3, "x", True, 2.5):
+        with pytest.raises(ParameterError, match="cifar_test"):
+            parse_cifar_test(bad)

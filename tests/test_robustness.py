@@ -91,3 +91,41 @@ def test_trimmed_evaluation_puts_clean_and_full_attacks_on_every_image(weak_mode
     assert torch.equal(ev.correct["fgsm"], on_sub.pred_adv == on_sub.labels)
     assert torch.equal(ev.correct["clean"], on_sub.pred_clean == on_sub.labels)
     assert len(ev.correct["pgd5"]) == 40 and ev.adversarial["fgsm"].shape == (40, 1, 32, 32)
+
+
+def test_study_images_follow_the_profile_or_the_override(test_set):
+    """06's ``cifar_test``: the profile's trimmed CIFAR-10 evaluation (iterative attacks on a subset, the
+    ``cifar_full`` attacks and clean accuracy on the whole split), "all" (every attack on every image), a count;
+    the smoke profile trims nothing (no ``cifar_full``), MNIST never trims."""
+    from interpretgan.profiles import get_profile
+    from interpretgan.robustness import study_images
+
+    split = type(test_set)(test_set.images[:300], test_set.labels[:300], torch.arange(300), "split")
+    default, smoke = get_profile("default"), get_profile("smoke")
+    test, full = study_images(default, "cifar10", split)
+    assert len(test) == 300 and full is None  # the profile's 1,000 covers this 300-image split
+    test, full = study_images(default, "cifar10", split, 120)
+    assert len(test) == 120 and full == ("fgsm",)
+    assert test.indices.tolist() == split.subset(120).indices.tolist()  # the same fixed subset every time
+    test, full = study_images(default, "cifar10", split, "all")
+    assert test is split and full is None
+    assert study_images(smoke, "cifar10", split)[1] is None and len(study_images(smoke, "cifar10", split)[0]) == 64
+    assert study_images(default, "mnist", split, 50)[1] is None
+    with pytest.raises(ValueError, match="n_test"):
+        study_images(default, "cifar10", split, 0)
+
+
+def test_missing_study_models_names_what_would_train(tmp_path, monkeypatch):
+    """06 runs its CIFAR-10 part by default only when nothing would train: the models neither cached nor shipped
+    are named (from an empty artifact folder: all but the shipped ones)."""
+    import re
+
+    from interpretgan import cache, robustness
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    every = {f"{a} {p} seed {k}" for a in ("vgg16", "wrn") for p in ("max", "avg") for k in (0, 1, 2)}
+    shipped = {" ".join(m.groups()[:2]) + f" seed {m.group(3)}" for name in cache.read_manifest()["files"]
+               if (m := re.match(r"cifar10-(vgg16|wrn)-(max|avg)-atta-seed(\d)\.safetensors$", name))}
+    assert "vgg16 max seed 0" in shipped
+    assert set(robustness.missing_study_models("default", "cifar10", ("vgg16", "wrn"))) == every - shipped
+    assert robustness.missing_study_models("default", "mnist") == []  # MNIST's ATTA models all ship

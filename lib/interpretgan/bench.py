@@ -12,6 +12,9 @@ by side in one run, on the CPU and (when present) on a CUDA GPU:
 - InterpretGAN training images/s (one step: f, G(C(l)), critic and generator updates, the lazy gradient
   penalty as often as it runs) at 32x32 for conv1 at the default widths and batch: fp32 and the fast path;
   the same for the CelebA VGG16's block3 at 64x64 (the face GAN step);
+- Table 3's training step (ATTA-1 + TRADES on CIFAR-10 at the default profile's schedule and widths, VGG16 x3/8
+  and WRN-10-2): milliseconds per batch of 64 with one thread and with every core, and the minutes per 38-epoch
+  model that implies (on a CPU, models train one per core side by side: two threads barely beat one);
 - 05's live epsilon slider (shipped default weights, 200 digits, natural and ATTA models): the seconds a
   slider step takes, and the seconds one new epsilon costs (PGD-40, Acc_i at every layer), which the widget
   pays for each point of its grid when it is made;
@@ -131,6 +134,44 @@ def train_speed(device: torch.device) -> dict[str, float]:
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         res[tag] = TRAIN_BATCH / timed(lambda: natural_step(model, opt, x, y, exact), device, min_seconds=4)
     return res
+
+
+def cifar_atta_speed(device: torch.device, steps: int = 12) -> dict[str, dict[str, float]]:
+    """Table 3's training loop on ``device``: milliseconds per ATTA-1 + TRADES step (the package's ``train_atta``
+    at the default profile's CIFAR-10 schedule: batch 64, crops and flips, random 32x32 images) for each default
+    CIFAR-10 architecture, with one thread and with every core, and the minutes a 38-epoch model (782 steps per
+    epoch) takes at that speed. A step's time is the difference between an epoch of ``steps`` batches and one of
+    2, over ``steps - 2``, after a warm-up epoch, so start-up and the epoch's end are not counted."""
+    from .data import ImageSet
+    from .training import train_atta
+
+    sched = get_profile("default").atta["cifar10"]
+    cores = fast.set_threads()
+    threads = (1, cores) if device.type == "cpu" and cores > 1 else (cores,)
+
+    def epoch_seconds(arch_kw: dict, n_steps: int) -> float:
+        g = torch.Generator().manual_seed(0)
+        n = sched.batch_size * n_steps
+        train = ImageSet(torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g),
+                         torch.randint(0, 10, (n,), generator=g), torch.arange(n), "random")
+        model = build(arch_kw["arch"], pooling="max", **{k: v for k, v in arch_kw.items() if k != "arch"})
+        t0 = time.perf_counter()
+        train_atta(model.to(device), train, train.take(slice(0, 16)), epochs=1, lr=sched.lr, eps=sched.eps,
+                   step_size=sched.step, beta=sched.beta, batch_size=sched.batch_size, augment=sched.augment,
+                   device=device, progress=False)
+        _sync(device)
+        return time.perf_counter() - t0
+
+    out = {}
+    for arch, kw in get_profile("default").cifar_archs.items():
+        for n_threads in threads:
+            torch.set_num_threads(n_threads)
+            epoch_seconds(kw, 2)  # warm-up: the kernels for these shapes
+            per_step = (epoch_seconds(kw, steps) - epoch_seconds(kw, 2)) / (steps - 2)
+            out[f"{arch}, {n_threads} thread{'s' if n_threads > 1 else ''}"] = {
+                "ms_per_step": round(per_step * 1000, 1), "minutes_per_model": round(per_step * 782 * 38 / 60, 1)}
+    fast.set_threads()
+    return out
 
 
 class _DispatchFlops(TorchDispatchMode):
@@ -327,6 +368,10 @@ def table(record: dict) -> str:
             lines.append(f"05's epsilon slider ({w['images']} digits, natural and ATTA): a step {w['step']:.2f} s "
                          f"(target 5 s); computing one new epsilon {w['compute']:.1f} s (natural {w['natural']:.1f}, "
                          f"ATTA {w['atta']:.1f}), done for each grid point when the widget is made")
+        if "cifar_atta" in r:
+            lines.append("Table 3's ATTA-1 + TRADES step (CIFAR-10, batch 64, default profile): " + "; ".join(
+                f"{k} {v['ms_per_step']:.0f} ms ({v['minutes_per_model']:.0f} min per 38-epoch model)"
+                for k, v in r["cifar_atta"].items()))
     if "science" in record:
         s = record["science"]
         lines += ["", f"== science at full scale ({s['model']}, {s['n_images']:,} test digits)",
@@ -367,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
             "flops_per_image_step": flops, "pgd_per_second": pgd_speed(device),
             "train_per_second": train_speed(device), "gan_per_second": gan_speed(device),
             "face_gan_per_second": gan_speed(device, FACE_GAN_LAYER, "celeba"),
-            "widget_step_seconds": widget_step(device)}
+            "widget_step_seconds": widget_step(device), "cifar_atta": cifar_atta_speed(device)}
     if not args.skip_science:
         record["science"] = science()
         record["gan_science"] = gan_science()

@@ -186,6 +186,23 @@ def parse_data_root(value: Any) -> str | None:
     return given
 
 
+def parse_cifar_test(value: Any) -> int | str | None:
+    """06's ``cifar_test``: None (or "None") for the profile's CIFAR-10 test images, "all" for every attack on all
+    10,000, or a positive count (a fixed random subset)."""
+    if value is None or str(value).strip().lower() in ("none", ""):
+        return None
+    if str(value).strip().lower() == "all":
+        return "all"
+    try:
+        n = int(str(value).strip().replace("_", "").replace(",", ""))
+    except ValueError:
+        n = 0
+    if n < 1 or isinstance(value, bool) or isinstance(value, float) and value != int(value):
+        raise ParameterError(f"parameter 'cifar_test' must be None (the profile's), 'all' or a positive number of "
+                             f"test images; got {value!r}")
+    return n
+
+
 _PARSERS = {
     "profile": lambda v: choice("profile", v, allowed_choices()["profile"]),
     "pooling": lambda v: choice("pooling", v, allowed_choices()["pooling"]),
@@ -200,6 +217,7 @@ _PARSERS = {
     "retrain": lambda v: parse_bool(v, "retrain"),
     "baselines": lambda v: parse_bool(v, "baselines"),
     "cifar": lambda v: None if v is None or str(v).strip().lower() in ("none", "") else parse_bool(v, "cifar"),
+    "cifar_test": lambda v: parse_cifar_test(v),
     "exact": parse_exact,
     "data_root": lambda v: parse_data_root(v),
     "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),

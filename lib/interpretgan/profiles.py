@@ -146,6 +146,7 @@ class Profile:
     n_pooling: int | None = None    # MNIST test images for the pooling table (None: all 10,000)
     n_apgd: int = 1_000             # test images for APGD-CE/-DLR and the transfer attacks
     apgd_steps: int = 100           # APGD iterations (AutoAttack's 100)
+    cifar_apgd_steps: int = 100     # APGD iterations of the CIFAR-10 masking checks (on n_apgd test images)
     n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3 (a fixed random subset; None: all 10,000) ...
     cifar_full: tuple[str, ...] = ()  # ... except clean accuracy and these attacks, on all 10,000 when it is a subset
     cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
@@ -229,7 +230,7 @@ PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
-                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
+                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, cifar_apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
                      gan=GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(128, 128, 128, 256),
                               ema=0.9, n_train=2_000, checkpoint_every=320),
                      ablation_images=(64, 64, 64, 128), inverter_images=(64, 64, 64, 128), n_gan_monitor=100,
@@ -260,8 +261,10 @@ PROFILES = {
                               "model, 16 x 3k/3k/9k/36k images per scale, 4 to 32 px), then 6,400 images of C's "
                               "warm-up and 20,000 at 32 px (paper: 128 channels, 6/6/6/12 epochs per layer, one "
                               "critic update, EMA 0.999)",
-                              "CIFAR-10 (JPEG copy), scaled down: VGG16 at 1/4 width and WRN-10-1, 10,000 training "
-                              "images, 8 epochs, 2 seeds, 128 test images (paper: VGG16 and WRN-34-10, 38 epochs)")),
+                              "CIFAR-10 (JPEG copy): the authors' ATTA schedule (38 epochs) on all 50,000 training "
+                              "images, VGG16 at 3/8 width and WRN-10-2, 3 seeds; clean accuracy and FGSM on all "
+                              "10,000 test images, PGD-20 / PGD-100 / M-PGD-20 on a fixed 1,000 (paper: VGG16 and "
+                              "WRN-34-10, every attack on all 10,000)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
                      notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",
                             "ATTA-1 + TRADES with the authors' settings (MNIST 60 epochs; CIFAR-10 VGG16 and "

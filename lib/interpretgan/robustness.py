@@ -31,7 +31,7 @@ from .attacks import DEFAULT_STEP, FGSM, MPGD, PGD, batch_size_for, check_epsilo
 from .data import load
 from .models import POOLINGS, eval_mode
 from .profiles import get_profile
-from .zoo import classifier, dataset_of
+from .zoo import classifier, classifier_source, dataset_of
 
 
 
@@ -227,28 +227,27 @@ class PoolingStudy:
 
 def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | None = None,
                   seeds: Iterable[int] | None = None, data_root: str | None = None, retrain: bool = False,
-                  exact: bool | None = None, keep: Iterable[str] = (), progress: bool = True) -> PoolingStudy:
+                  exact: bool | None = None, keep: Iterable[str] = (), progress: bool = True,
+                  n_test: int | str | None = None) -> PoolingStudy:
     """Train or load (through :func:`interpretgan.zoo.classifier`) the ATTA models with max and avg
     pooling for each seed (default: the profile's ``pooling_seeds`` for MNIST, ``cifar_seeds`` for
     CIFAR-10), and evaluate each under the paper's attacks (``STUDY_ATTACKS``, eps ``STUDY_EPS``) on
-    the profile's test subset (``n_pooling`` / ``n_cifar_test`` images, the same for every model)."""
+    the profile's test subset (``n_pooling`` / ``n_cifar_test`` images, the same for every model; on
+    CIFAR-10 the profile's ``cifar_full`` attacks and clean accuracy on every test image), or on
+    ``n_test`` images (``"all"``: every attack on every test image)."""
 
     t0 = time.perf_counter()
     p = get_profile(profile)
     seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
     attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
     split = load(dataset, "test", data_root)
-    test = split.subset(p.n_pooling if dataset == "mnist" else p.n_cifar_test)
-    full = tuple(a for a in attacks if a in p.cifar_full) if dataset == "cifar10" and len(test) < len(split) else None
+    test, full = study_images(p, dataset, split, n_test)
     models, infos, evals, rows = {}, {}, {}, []
     for pooling in POOLINGS:
         for seed in seeds:
             model, info = classifier(profile, pooling=pooling, training="atta", seed=seed, data_root=data_root,
                                      retrain=retrain, exact=exact, dataset=dataset, arch=arch, progress=progress)
-            if full is None:
-                ev = evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
-            else:
-                ev = _evaluate_trimmed(model, info, split, test, attacks, full, eps, keep, progress)
+            ev = evaluate_study_model(model, info, split, test, full, dataset, keep, progress)
             models[pooling, seed], infos[pooling, seed], evals[pooling, seed] = model, info, ev
             rows.append((pooling, seed, "clean", ev.clean, ev.n_images.get("clean", len(test))))
             rows += [(pooling, seed, a, ev.robust[a], ev.n_images.get(a, len(test))) for a in attacks]
@@ -257,6 +256,45 @@ def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | 
                       f"{ev.clean:.2%}, " + ", ".join(f"{a} {ev.robust[a]:.2%}" for a in attacks))
     per_seed = pd.DataFrame(rows, columns=["pooling", "seed", "attack", "accuracy", "n_images"])
     return PoolingStudy(dataset, arch, attacks, eps, test, models, infos, evals, per_seed, time.perf_counter() - t0)
+
+
+def missing_study_models(profile: str = "default", dataset: str = "mnist", archs: Iterable[str | None] = (None,),
+                         seeds: Iterable[int] | None = None, data_root: str | None = None,
+                         exact: bool | None = None) -> list[str]:
+    """The ATTA models of a pooling study that neither the artifact cache nor ``weights/`` holds (so
+    :func:`pooling_study` would train them), as ``"<arch> <pooling> seed <k>"``; empty when all are there."""
+    p = get_profile(profile)
+    seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
+    return [f"{arch or 'smallcnn'} {pooling} seed {seed}" for arch in archs for pooling in POOLINGS for seed in seeds
+            if classifier_source(profile, pooling=pooling, training="atta", seed=seed, data_root=data_root,
+                                 exact=exact, dataset=dataset, arch=arch) is None]
+
+
+def study_images(p, dataset: str, split, n_test: int | str | None = None):
+    """The test images of a pooling study and the attacks run on all of ``split`` beside them: ``(test, full)``
+    with ``full`` None when every attack runs on ``test``. ``p`` is the profile; ``n_test`` (a count, or "all")
+    overrides its ``n_pooling`` / ``n_cifar_test``."""
+    if n_test is None:
+        n_test = p.n_pooling if dataset == "mnist" else p.n_cifar_test
+    elif n_test == "all":
+        n_test = None
+    elif not isinstance(n_test, int) or isinstance(n_test, bool) or n_test < 1:
+        raise ValueError(f"n_test must be a positive number of images, 'all' or None (the profile's); got {n_test!r}")
+    test = split.subset(n_test)
+    attacks = STUDY_ATTACKS[dataset]
+    trimmed = dataset == "cifar10" and p.cifar_full and len(test) < len(split)
+    return test, (tuple(a for a in attacks if a in p.cifar_full) if trimmed else None)
+
+
+def evaluate_study_model(model: nn.Module, info: dict, split, test, full: tuple[str, ...] | None, dataset: str,
+                         keep: Iterable[str] = (), progress: bool = True) -> Evaluation:
+    """One model of a pooling study under the study's attacks (``STUDY_ATTACKS``, eps ``STUDY_EPS``) through the
+    artifact cache: on ``test``, or trimmed (:func:`_evaluate_trimmed`) when ``full`` names the attacks run on all
+    of ``split`` (``test`` and ``full`` from :func:`study_images`)."""
+    attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
+    if full is None:
+        return evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
+    return _evaluate_trimmed(model, info, split, test, attacks, full, eps, keep, progress)
 
 
 def _evaluate_trimmed(model: nn.Module, info: dict, split, test, attacks: tuple[str, ...], full: tuple[str, ...],

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache, fast, gan
+from . import cache, fast, gan, paths
 from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
 from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, attribute_labels, celeba_source, load
 from .models import JUDGE_ARCHS, build, freeze
@@ -218,6 +218,19 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     model = _build(settings).to(device)
     test = test_set(profile, settings, data_root)
     return model, _trained(model, "classifiers", settings, test, data_root, device, progress, retrain)
+
+
+def classifier_source(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
+                      data_root: str | None = None, exact: bool | None = None, dataset: str = "mnist",
+                      arch: str | None = None) -> str | None:
+    """Where :func:`classifier` would find these weights without training: "cache" (a finished entry in the
+    artifact folder), "shipped" (``weights/``), or None (it would train). Reads nothing but names and the manifest."""
+    settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch, data_root)
+    key = cache.settings_key(settings)
+    folder = paths.artifacts_root() / "classifiers" / key
+    if (folder / "model.safetensors").is_file() and (folder / "history.pt").is_file():
+        return "cache"
+    return "shipped" if key in {i.get("key") for i in cache.read_manifest()["files"].values()} else None
 
 
 def adversarial_set(model: nn.Module, info: dict[str, Any], attack: str, *, epsilon: float, n_images: int | None,
