@@ -51,6 +51,8 @@ def test_maxpool_index_change_by_hand():
     same = maxpool_index_change(pool, x, x.clone())
     assert same.loc["0", "changed"] == 0.0
     assert (same.loc["0", "changed_low"], same.loc["0", "changed_high"]) == (0.0, 0.0)
+    with pytest.raises(TypeError, match="x must hold float images"):  # an ImageSet's uint8 images, not [0, 1]
+        maxpool_index_change(pool, (x * 255).to(torch.uint8), x_adv)
 
 
 def test_maxpool_index_change_interval_is_over_images():

@@ -171,6 +171,9 @@ def maxpool_index_change(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor,
     (its 95% bootstrap interval over images: every image has as many windows, so ``changed`` is the mean of the
     images' own fractions), ``changed_untied``, ``tied`` (fraction of windows tied in either input), ``windows``
     (count)."""
+    for name, images in (("x", x), ("x_adv", x_adv)):
+        if not images.is_floating_point():
+            raise TypeError(f"{name} must hold float images in [0, 1] (ImageSet.tensors()), not {images.dtype}")
     device = next(iter(model.parameters()), x).device
     totals: dict[str, np.ndarray] = {}
     per_image: dict[str, list[np.ndarray]] = {}
