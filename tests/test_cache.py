@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -205,3 +206,24 @@ def test_shipped_summary_groups_generators_by_kind(tmp_path):
     rows = [line for line in cache.shipped_summary(tmp_path).splitlines() if line.startswith("| m")]
     assert len(rows) == 4 and all("| conv1, conv2 | 2 |" in row for row in rows)
     assert any("warm-started from the prior" in row for row in rows)
+
+
+def _ship_many(weights_dir: str, prefix: str, n: int) -> None:
+    for k in range(n):
+        cache.ship({"w": torch.zeros(2)}, f"{prefix}{k}.safetensors", f"{prefix}{k}", {}, weights_dir=Path(weights_dir))
+
+
+def test_two_processes_shipping_at_once_keep_every_manifest_entry(tmp_path, monkeypatch):
+    """Table 3's models train one per core and each ships when it finishes: the manifest's read-modify-write is
+    locked, so two processes shipping at the same time lose no entry."""
+    import multiprocessing as mp
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_ship_many, args=(str(tmp_path), prefix, 40)) for prefix in ("a", "b")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert len(cache.read_manifest(tmp_path)["files"]) == 80

@@ -242,3 +242,20 @@ def test_a_prior_changes_the_warm_schedule_of_its_named_layers_only():
     c1, c2 = (zoo.explainer_settings("default", "max", "natural", l, exact=False) for l in ("conv1", "conv2"))
     assert c1["prior"] == c2["prior"]  # the same prior either way
     assert {k for k in c1["gan"] if c1["gan"][k] != c2["gan"][k]} == {"latent_match", "images"}
+
+
+def test_the_maintainers_command_ships_a_trained_classifier(tmp_path, monkeypatch, capsys):
+    """``python -m interpretgan.zoo dataset:arch:pooling:training:seed``: the classifier (trained once per test run,
+    through the session's cache) lands in ``weights/`` in fp16 under its key, with its history; a malformed spec is
+    refused naming the format."""
+    monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(tmp_path))
+    assert zoo.main(["mnist:smallcnn:avg:natural:0", "--profile", "smoke"]) == 0
+    assert "shipped as weights/mnist-smallcnn-avg-natural-seed0-smoke.safetensors" in capsys.readouterr().out
+    entry = cache.read_manifest(tmp_path)["files"]["mnist-smallcnn-avg-natural-seed0-smoke.safetensors"]
+    assert entry["key"] == cache.settings_key(zoo.classifier_settings("smoke", "avg", "natural", 0))
+    assert entry["history"]["test_accuracy"][-1] == entry["test_accuracy"] > 0.8
+    state = cache.load_weights(tmp_path / "mnist-smallcnn-avg-natural-seed0-smoke.safetensors", dtype=None)
+    assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
+    assert zoo.classifier_source("smoke", pooling="avg", training="natural", seed=0) == "cache"
+    with pytest.raises(ValueError, match="dataset:arch:pooling:training:seed"):
+        zoo.train_and_ship("cifar10:vgg16:avg:1")

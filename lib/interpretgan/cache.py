@@ -219,6 +219,26 @@ def shipped(key: str, weights_dir: Path | None = None) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def _manifest_lock() -> Iterator[None]:
+    """Hold an exclusive lock on ``weights/MANIFEST.json``'s read-modify-write (two trainings shipping at once on
+    one machine would otherwise lose an entry); a lock file in the artifact folder, no-op where ``fcntl`` is
+    missing."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    root = paths.artifacts_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".weights-manifest.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dict[str, Any],
          extra: dict[str, Any] | None = None, weights_dir: Path | None = None,
          dtype: torch.dtype | None = None) -> Path:
@@ -228,10 +248,11 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     f = weights_dir / name
     save_weights(state_dict, f, metadata={"key": key})
-    manifest = read_manifest(weights_dir)
-    manifest["files"][name] = {"key": key, "settings": settings, "sha256": sha256_file(f),
-                               "bytes": f.stat().st_size, **(extra or {})}
-    write_json(weights_dir / MANIFEST, manifest)
+    with _manifest_lock():
+        manifest = read_manifest(weights_dir)
+        manifest["files"][name] = {"key": key, "settings": settings, "sha256": sha256_file(f),
+                                   "bytes": f.stat().st_size, **(extra or {})}
+        write_json(weights_dir / MANIFEST, manifest)
     return f
 
 
@@ -239,9 +260,10 @@ def unship(name: str, weights_dir: Path | None = None) -> None:
     """Remove ``weights/<name>`` and its manifest entry (maintainers' tool: weights no setting uses any more);
     KeyError when the manifest has no such file."""
     weights_dir = weights_dir or paths.weights_dir()
-    manifest = read_manifest(weights_dir)
-    del manifest["files"][name]
-    write_json(weights_dir / MANIFEST, manifest)
+    with _manifest_lock():
+        manifest = read_manifest(weights_dir)
+        del manifest["files"][name]
+        write_json(weights_dir / MANIFEST, manifest)
     (weights_dir / name).unlink(missing_ok=True)
 
 

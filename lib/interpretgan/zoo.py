@@ -559,3 +559,60 @@ def ship_judge(profile: str = "default", name: str = "lenet", exact: bool | None
     """Copy a cached judge into ``weights/`` in fp16 (maintainers' tool); returns its file name."""
     return _ship("judges", judge_settings(profile, name, exact, dataset), "model.safetensors",
                  f"{dataset}-judge-{name}.safetensors", "judge", torch.float16, with_accuracy=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Maintainers' command line: train classifiers through the cache and ship them
+# ----------------------------------------------------------------------------------------------
+
+def train_and_ship(spec: str, profile: str = "default", dtype: torch.dtype | None = torch.float16,
+                   data_root: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train (or find in the cache) the classifier ``spec`` = ``dataset:arch:pooling:training:seed`` (e.g.
+    ``cifar10:vgg16:avg:atta:1``; MNIST's arch is ``smallcnn``) and ship it into ``weights/`` with its history,
+    test accuracy and where it trained (CPU or GPU, the fast path's precision, threads, minutes of training).
+    Returns the info of :func:`classifier` plus ``shipped`` (the file name) and ``minutes`` (this call's)."""
+    import time
+
+    parts = spec.split(":")
+    if len(parts) != 5:
+        raise ValueError(f"a model is dataset:arch:pooling:training:seed, e.g. cifar10:vgg16:avg:atta:1; got {spec!r}")
+    dataset, arch, pooling, training, seed = parts
+    arch = None if arch == "smallcnn" else arch
+    t0 = time.perf_counter()
+    _, info = classifier(profile, pooling=pooling, training=training, seed=int(seed), data_root=data_root,
+                         dataset=dataset, arch=arch, progress=progress)
+    where = fast.machine()
+    precision = fast.describe(torch.device("cuda" if where["cuda"] else "cpu"), exact=False)["precision"]
+    trained = sum(info["history"].get("seconds", [])) / 60
+    trained_on = (f"{where['cuda'] or where['cpu']}, {precision}, {torch.get_num_threads()} thread"
+                  f"{'s' if torch.get_num_threads() > 1 else ''}, {trained:.0f} min")
+    if info["source"] == "shipped":
+        return {**info, "shipped": None, "minutes": (time.perf_counter() - t0) / 60}
+    name = ship_classifier(profile, pooling, training, int(seed), dataset=dataset, arch=arch, dtype=dtype,
+                           trained_on=trained_on if info["source"] == "trained" else None)
+    return {**info, "shipped": name, "minutes": (time.perf_counter() - t0) / 60}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m interpretgan.zoo cifar10:vgg16:avg:atta:1 ...``: train each classifier through the artifact cache
+    (resuming an interrupted run) and ship it into ``weights/`` as soon as it is done (maintainers' tool: Table 3's
+    models train one per core side by side, ``OMP_NUM_THREADS=1 taskset -c <core> python -m interpretgan.zoo ...``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("models", nargs="+", metavar="dataset:arch:pooling:training:seed")
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--fp32", action="store_true", help="ship fp32 weights (default: fp16, half the size)")
+    ap.add_argument("--data-root", default=None)
+    args = ap.parse_args(argv)
+    for spec in args.models:
+        out = train_and_ship(spec, args.profile, None if args.fp32 else torch.float16, args.data_root)
+        h = out["history"]
+        check = f", last robustness check {h['robust_accuracy'][-1]:.2%}" if h.get("robust_accuracy") else ""
+        print(f"{spec}: {out['source']}, test accuracy {out['test_accuracy']:.2%}{check}, {out['minutes']:.1f} min; "
+              + (f"shipped as weights/{out['shipped']}" if out["shipped"] else "already shipped"), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
