@@ -140,6 +140,7 @@ BAD_PARAMETERS = [
     ("01_train", "training", "adversarial", "must be one of natural, atta"),
     ("06_pooling", "profile", "huge", "must be one of smoke, default, paper"),
     ("06_pooling", "cifar", "maybe", "must be one of True, False"),
+    ("06_pooling", "cifar_test", "most", "'cifar_test' must be None (the profile's), 'all' or a positive number"),
     ("07_celeba", "layers", "conv1", "names among block1, block2"),
     ("07_celeba", "images", 660, "test-image indices in 0..659"),
     ("04_visualize", "dataset", "cifar10", "must be one of mnist, celeba"),
@@ -391,6 +392,30 @@ def test_paper_profile_run_of_06_is_committed_whole_and_without_errors():
     assert "cifar_table" not in scraps  # the CIFAR-10 part is a GPU job at the paper profile
 
 
+def test_committed_06_runs_table3_on_every_test_image_or_names_the_models_it_lacks():
+    """Issue 30: the committed 06 (default profile) either ran its CIFAR-10 part, with clean accuracy and FGSM on
+    all 10,000 test images for every model and both poolings for every seed, or skipped it saying which models
+    are neither shipped nor cached (exactly those of this checkout's weights/ that are missing)."""
+    from interpretgan import robustness
+
+    path = NB / "06_pooling.ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    scraps = sb.read_notebook(str(path)).scraps.data_dict
+    first = _outputs_text([c for c in nb.cells if c.cell_type == "code"][1])
+    if "cifar_table" not in scraps:
+        missing = robustness.missing_study_models("default", "cifar10", ("vgg16", "wrn"))
+        said = re.search(r"CIFAR-10 part off: (\d+) of its models are neither shipped nor cached \((.*)\)", first)
+        assert said, first
+        shipped_then = set(said.group(2).split(", "))
+        assert int(said.group(1)) == len(shipped_then) and set(missing) <= shipped_then, (said.group(2), missing)
+        return
+    images = scraps["cifar_images"]
+    assert images["clean"] == images["fgsm"] == 10_000 and min(images.values()) >= 1_000, images
+    for arch, table in scraps["cifar_table"].items():
+        assert set(table) == {"max", "avg"}, arch
+    assert len(scraps["cifar_index_change"]) == 5 * 3  # every VGG16 pooling, every seed
+
+
 def test_tidy_notebook_writes_relative_paths_the_real_profile_and_smaller_pictures():
     """``reproduce.tidy_notebook``, what every run's output and the committed notebooks go through: papermill's paths
     relative to the repository (None outside it), the profile among the parameters, bar frames squashed, a
@@ -525,6 +550,28 @@ def test_08_your_model_smoke_diagnoses_a_model_file_written_here(tmp_path):
     assert all(0 <= row["acc_low"] <= row["acc"] <= row["acc_high"] <= 1 for row in table.values())
     assert set(scraps["maxpool_index_change"]) == {"2", "5"}
     assert set(scraps["panel_mean"]) == {"2", "5", "7"} and 0 <= scraps["accuracy"]["robust"] <= 1
+
+
+COLOUR_MODEL = '''
+import torch.nn as nn
+
+
+def net():
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(512, 10))
+'''
+
+
+def test_08_your_model_smoke_on_cifar10_without_a_panel(tmp_path):
+    """3-channel images and a dataset without a panel of judges (CIFAR-10): the notebook reads the explanations by f
+    alone, glues no panel mean, and still measures the max-pool index change."""
+    (tmp_path / "colour.py").write_text(COLOUR_MODEL)
+    scraps = run("08_your_model", tmp_path, model=f"{tmp_path / 'colour.py'}:net", weights=None, dataset="cifar10",
+                 epsilon="8/255", attack="pgd5", n_images=32, compare=False)
+    assert scraps["layers"] == ["3", "5", "7"]  # the pooled conv block, the strided conv's ReLU, the logits
+    assert set(scraps["explanation_accuracy"]) == {"3", "5", "7"} and "panel_mean" not in scraps
+    assert all(0 <= v <= 1 for v in scraps["explanation_accuracy"].values())
+    assert set(scraps["maxpool_index_change"]) == {"3"}
 
 
 @pytest.mark.parametrize("param, value, error, expected", [

@@ -93,6 +93,18 @@ def test_evaluate_an_identity_explainer_matches_the_real_digits(weak_model, test
     assert 0.1 < ref["class-mean share"] < 0.4 and 7 < ref["same-label distance"] < 11  # MNIST's own
 
 
+def test_evaluate_without_a_panel_reads_by_f_alone(weak_model, test_set, identity_explainer):
+    """CIFAR-10 has no panel: the table holds f's reading and how the explanations follow their inputs, and no
+    panel column (08 stopped here on CIFAR-10 with an empty panel before)."""
+    data = test_set.subset(200, seed=5)
+    table = quality.evaluate(weak_model, {}, {"conv1": identity_explainer()}, data, exact=True)
+    assert not [c for c in table.columns if c.startswith(("panel", "Fréchet"))]
+    row = table.loc["conv1"]
+    correct = (quality.read({"f": weak_model}, {"conv1": data.tensors()[0]}, True)["f"]["conv1"] == data.labels)
+    assert row["f"] == pytest.approx(correct.double().mean().item())  # explanations are the images themselves
+    assert row["retrieval"] == pytest.approx(1.0)
+
+
 def _spread_images(n: int, seed: int = 0) -> torch.Tensor:
     """n random 1 x 8 x 8 images in [0, 1]: any two lie about 2.3 apart (far above 0.5)."""
     return torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))

@@ -203,7 +203,7 @@ def evaluate(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dic
              exact: bool | None = None) -> pd.DataFrame:
     """One row per layer, for the explanations of ``test_set``'s images (fractions): ``f`` and each judge
     (share labelled with the true label), ``panel mean``, ``panel min``, ``Fréchet <judge>`` (distance to
-    the real images in that judge's feature space) and how the explanations follow their inputs
+    the real images in that judge's feature space; these three only with a ``panel``) and how the explanations follow their inputs
     (:func:`following`: ``retrieval``, ``distinct``, ``same-label distance``, ``class-mean share``)."""
     real, labels = test_set.tensors()
     explained = explain(explainers, real, exact)
@@ -213,7 +213,8 @@ def evaluate(classifier: nn.Module, panel: dict[str, nn.Module], explainers: dic
     for layer, x_hat in explained.items():
         row = {name: float((reads[name][layer] == labels).double().mean()) for name in reads}
         judged = [row[name] for name in panel]
-        row.update({"panel mean": float(np.mean(judged)), "panel min": float(np.min(judged))})
+        if judged:  # no panel (CIFAR-10 has none): f and the following measures only
+            row.update({"panel mean": float(np.mean(judged)), "panel min": float(np.min(judged))})
         row.update({f"Fréchet {name}": frechet_distance(features(j, x_hat), real_features[name])
                     for name, j in panel.items()})
         row.update(following(x_hat, real, labels))
