@@ -3,15 +3,23 @@
 Notebook kernels are subprocesses, so the settings are environment variables set here, at import,
 before any kernel starts: every notebook runs at the smoke profile, and all artifacts of the session
 go to a fresh temporary folder (never the developer's artifacts/), unless INTERPRETGAN_ARTIFACTS is
-already set for the test run.
+already set for the test run; that fresh folder is removed when the session ends (set
+INTERPRETGAN_KEEP_TEST_ARTIFACTS=1 to keep it for a look).
 """
+import atexit
 import os
+import shutil
 import tempfile
 
 import pytest
 
 os.environ["INTERPRETGAN_PROFILE"] = "smoke"
-os.environ.setdefault("INTERPRETGAN_ARTIFACTS", tempfile.mkdtemp(prefix="interpretgan-test-"))
+if "INTERPRETGAN_ARTIFACTS" not in os.environ:
+    # the session's own folder (up to 0.6 GB after a full run) goes when the session ends, unless asked to stay
+    _SESSION_ARTIFACTS = tempfile.mkdtemp(prefix="interpretgan-test-")
+    os.environ["INTERPRETGAN_ARTIFACTS"] = _SESSION_ARTIFACTS
+    if not os.environ.get("INTERPRETGAN_KEEP_TEST_ARTIFACTS"):
+        atexit.register(shutil.rmtree, _SESSION_ARTIFACTS, ignore_errors=True)
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Progress bars redraw at most every 5 s in the kernels (tqdm reads TQDM_* defaults from the environment): a
 # smoke cell that fits generators for minutes otherwise sends thousands of iopub messages while nbval waits for
