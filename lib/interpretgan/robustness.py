@@ -347,20 +347,31 @@ def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, 
     return correct
 
 
+def masking_positions(n_test: int, n_images: int, seed: int = 0) -> torch.Tensor:
+    """Positions (sorted) of the masking checks' images among a study's ``n_test`` test images: a fixed random
+    ``n_images`` of them (all when there are no more). Not the first ``n_images``: a split stored in class order
+    (the CIFAR-10 JPEG copy's test split is) would give one class only."""
+    if n_images >= n_test:
+        return torch.arange(n_test)
+    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values
+
+
 def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, steps: int = 100,
                    progress: bool = True) -> dict[str, Any]:
     """Gradient-masking checks on the ``seed`` models of a :class:`PoolingStudy` (which must have kept
-    its PGD-k adversarial images, ``keep=["pgd40"]`` on MNIST), on the first ``n_images`` of its test set.
+    its PGD-k adversarial images, ``keep=["pgd40"]`` on MNIST), on a fixed random ``n_images`` of its test set
+    (:func:`masking_positions`; all of them when it has no more).
 
     Returns ``transfer`` (DataFrame, accuracy of each target model, column, on PGD images crafted on
     each source model, row; the diagonal is white-box), ``apgd`` (DataFrame per pooling: white-box
     PGD, APGD-CE, APGD-DLR and the worst case over every attack of the study, per image), and
     ``summary`` (the same numbers rounded to 4 places, for glueing); fractions throughout."""
     pgd = next(a for a in study.attacks if a.startswith("pgd"))
-    sub = study.test.take(slice(0, n_images))
+    at = masking_positions(len(study.test), n_images)
+    sub = study.test.take(at)
     n = len(sub)
     labels = sub.labels
-    adv = {pool: study.evaluations[pool, seed].adversarial[pgd][:n] for pool in POOLINGS}
+    adv = {pool: study.evaluations[pool, seed].adversarial[pgd][at] for pool in POOLINGS}
     # per image: is the model scored on dst right on the PGD images crafted on src (dst == src: white-box images)
     right = {(src, dst): transfer(study.models[dst, seed], adv[src], labels,
                                   exact=study.infos[dst, seed]["settings"]["exact"])
@@ -377,8 +388,8 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
         moved = right["avg" if pool == "max" else "max", pool]
         worst = ce & dlr & moved
         for a in study.attacks:
-            worst &= ev.correct[a][:n]
-        per_image = {"white_box": ev.correct[pgd][:n], "apgd_ce": ce, "apgd_dlr": dlr, "transfer": moved,
+            worst &= ev.correct[a][at]
+        per_image = {"white_box": ev.correct[pgd][at], "apgd_ce": ce, "apgd_dlr": dlr, "transfer": moved,
                      "worst_case": worst}
         fractions = {k: v.float().mean().item() for k, v in per_image.items()}
         apgd_rows[pool] = {columns[k]: v for k, v in fractions.items()}
