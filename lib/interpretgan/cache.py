@@ -39,9 +39,14 @@ def settings_key(settings: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def entry_folder(kind: str, settings: dict[str, Any]) -> Path:
+    """Where :func:`entry` keeps ``settings``' cache folder, without creating it."""
+    return paths.artifacts_root() / kind / settings_key(settings)
+
+
 def entry(kind: str, settings: dict[str, Any]) -> Path:
     """The cache folder for ``settings`` under ``<artifacts>/<kind>/``, created with its settings.json."""
-    folder = paths.artifacts_root() / kind / settings_key(settings)
+    folder = entry_folder(kind, settings)
     folder.mkdir(parents=True, exist_ok=True)
     info = folder / "settings.json"
     if not info.exists():

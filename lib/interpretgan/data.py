@@ -90,6 +90,14 @@ def _download(root: Path, folder: str, host: str, fetch) -> None:
         raise
 
 
+def random_positions(n_total: int, n: int, seed: int = 0) -> torch.Tensor:
+    """A fixed random ``n`` of the positions ``0 .. n_total - 1``, sorted (all of them when ``n >= n_total``); the
+    same seed gives the same positions (what :meth:`ImageSet.subset` takes)."""
+    if n >= n_total:
+        return torch.arange(n_total)
+    return torch.randperm(n_total, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 @dataclass
 class ImageSet:
     """Images (uint8, N x C x H x W) and labels (int64, N) held in memory.
@@ -117,8 +125,7 @@ class ImageSet:
         """A fixed random subset of ``n`` images (all when ``n`` is None or >= len); same seed, same images."""
         if n is None or n >= len(self):
             return self
-        g = torch.Generator().manual_seed(seed)
-        pick = torch.randperm(len(self), generator=g)[:n].sort().values
+        pick = random_positions(len(self), n, seed)
         return self._at(pick, f"{self.name}[{n}]")
 
     def _at(self, positions: torch.Tensor, name: str) -> "ImageSet":

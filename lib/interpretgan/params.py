@@ -194,10 +194,10 @@ def parse_cifar_test(value: Any) -> int | str | None:
     if str(value).strip().lower() == "all":
         return "all"
     try:
-        n = int(str(value).strip().replace("_", "").replace(",", ""))
+        n = int(str(value).strip().replace("_", "").replace(",", ""))  # True and 2.5 fail here
     except ValueError:
         n = 0
-    if n < 1 or isinstance(value, bool) or isinstance(value, float) and value != int(value):
+    if n < 1:
         raise ParameterError(f"parameter 'cifar_test' must be None (the profile's), 'all' or a positive number of "
                              f"test images; got {value!r}")
     return n
@@ -217,7 +217,7 @@ _PARSERS = {
     "retrain": lambda v: parse_bool(v, "retrain"),
     "baselines": lambda v: parse_bool(v, "baselines"),
     "cifar": lambda v: None if v is None or str(v).strip().lower() in ("none", "") else parse_bool(v, "cifar"),
-    "cifar_test": lambda v: parse_cifar_test(v),
+    "cifar_test": parse_cifar_test,
     "exact": parse_exact,
     "data_root": lambda v: parse_data_root(v),
     "dataset": lambda v: choice("dataset", v, EXPLAINED_DATASETS),

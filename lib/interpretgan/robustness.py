@@ -28,7 +28,7 @@ from .progress import tqdm
 
 from . import cache, fast
 from .attacks import DEFAULT_STEP, FGSM, MPGD, PGD, batch_size_for, check_epsilon, parse_attack_name, predict
-from .data import load
+from .data import load, random_positions
 from .models import POOLINGS, eval_mode
 from .profiles import get_profile
 from .zoo import classifier, classifier_source, dataset_of
@@ -351,9 +351,7 @@ def masking_positions(n_test: int, n_images: int, seed: int = 0) -> torch.Tensor
     """Positions (sorted) of the masking checks' images among a study's ``n_test`` test images: a fixed random
     ``n_images`` of them (all when there are no more). Not the first ``n_images``: a split stored in class order
     (the CIFAR-10 JPEG copy's test split is) would give one class only."""
-    if n_images >= n_test:
-        return torch.arange(n_test)
-    return torch.randperm(n_test, generator=torch.Generator().manual_seed(seed))[:n_images].sort().values
+    return random_positions(n_test, n_images, seed)
 
 
 def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, steps: int = 100,

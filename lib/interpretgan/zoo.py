@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache, fast, gan, paths
+from . import cache, fast, gan
 from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predictions, run_attack
 from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, attribute_labels, celeba_source, load
 from .models import JUDGE_ARCHS, build, freeze
@@ -226,8 +226,7 @@ def classifier_source(profile: str = "default", *, pooling: str = "max", trainin
     """Where :func:`classifier` would find these weights without training: "cache" (a finished entry in the
     artifact folder), "shipped" (``weights/``), or None (it would train). Reads nothing but names and the manifest."""
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch, data_root)
-    key = cache.settings_key(settings)
-    folder = paths.artifacts_root() / "classifiers" / key
+    key, folder = cache.settings_key(settings), cache.entry_folder("classifiers", settings)
     if (folder / "model.safetensors").is_file() and (folder / "history.pt").is_file():
         return "cache"
     return "shipped" if key in {i.get("key") for i in cache.read_manifest()["files"].values()} else None
