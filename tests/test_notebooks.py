@@ -411,7 +411,8 @@ def test_committed_06_runs_table3_on_every_test_image_or_names_the_models_it_lac
         assert int(said.group(1)) == len(shipped_then) and set(missing) <= shipped_then, (said.group(2), missing)
         return
     images = scraps["cifar_images"]
-    assert images["clean"] == images["fgsm"] == 10_000 and min(images.values()) >= 1_000, images
+    assert images["clean"] == images["fgsm"] == 10_000 and images["pgd20"] == images["mpgd20"] >= 1_000, images
+    assert images["pgd100"] >= 500, images
     for arch, table in scraps["cifar_table"].items():
         assert set(table) == {"max", "avg"}, arch
     assert len(scraps["cifar_index_change"]) == 5 * 3  # every VGG16 pooling, every seed

@@ -82,7 +82,7 @@ def test_trimmed_evaluation_puts_clean_and_full_attacks_on_every_image(weak_mode
     split = type(split)(split.images, split.labels, torch.arange(200), "split")  # positions = indices, as a split
     sub = split.subset(40)
     info = {"key": "weak", "settings": {"dataset": "mnist", "exact": True}}
-    ev = _evaluate_trimmed(weak_model, info, split, sub, ("pgd5", "fgsm"), ("fgsm",), 0.1, keep=("fgsm",),
+    ev = _evaluate_trimmed(weak_model, info, split, sub, ("pgd5", "fgsm"), ("fgsm",), {}, 0.1, keep=("fgsm",),
                            progress=False)
     assert ev.n_images == {"clean": 200, "fgsm": 200, "pgd5": 40}
     whole = run_attack(weak_model, FGSM(0.1, exact=True), split, progress=False)
@@ -91,6 +91,42 @@ def test_trimmed_evaluation_puts_clean_and_full_attacks_on_every_image(weak_mode
     assert torch.equal(ev.correct["fgsm"], on_sub.pred_adv == on_sub.labels)
     assert torch.equal(ev.correct["clean"], on_sub.pred_clean == on_sub.labels)
     assert len(ev.correct["pgd5"]) == 40 and ev.adversarial["fgsm"].shape == (40, 1, 32, 32)
+
+
+def test_fewer_images_for_one_attack_lie_inside_the_subset_and_line_up(weak_model, test_set, tmp_path, monkeypatch):
+    """The default profile's PGD-100 on 500 of Table 3's 1,000: an attack in ``fewer`` runs on a fixed random part of
+    the subset (the same images as attacking that part alone), its count in ``n_images``, its positions kept, and
+    ``correct_at`` gives its flags at the masking checks' positions (a smaller draw of the same seed lies inside it)
+    and refuses positions it never attacked."""
+    from interpretgan.attacks import batch_size_for
+    from interpretgan.data import random_positions
+    from interpretgan.robustness import _evaluate_trimmed, evaluate, masking_positions
+
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path))
+    split = test_set.subset(200, seed=5)
+    split = type(split)(split.images, split.labels, torch.arange(200), "split")
+    sub = split.subset(60)
+    info = {"key": "weak", "settings": {"dataset": "mnist", "exact": True}}
+    ev = _evaluate_trimmed(weak_model, info, split, sub, ("pgd5", "pgd3", "fgsm"), ("fgsm",), {"pgd5": 24}, 0.1,
+                           keep=(), progress=False)
+    assert ev.n_images == {"clean": 200, "fgsm": 200, "pgd3": 60, "pgd5": 24}
+    pos = ev.positions["pgd5"]
+    assert pos.tolist() == random_positions(60, 24).tolist() and len(ev.correct["pgd5"]) == 24
+    part = sub.take(pos)
+    alone = evaluate(weak_model, part, ["pgd5"], 0.1, dataset="mnist", exact=True, progress=False,
+                     batch_size=batch_size_for(None, torch.device("cpu"), part))  # uncached, the same random starts
+    assert torch.equal(ev.correct["pgd5"], alone.correct["pgd5"]) and ev.robust["pgd5"] == alone.robust["pgd5"]
+    assert 0 < ev.robust["pgd5"] < 1
+    at = masking_positions(60, 10)
+    assert set(at.tolist()) <= set(pos.tolist())  # the masking checks' 10 lie inside PGD-5's 24
+    assert torch.equal(ev.correct_at("pgd5", at), ev.correct["pgd5"][[pos.tolist().index(i) for i in at.tolist()]])
+    assert torch.equal(ev.correct_at("pgd3", at), ev.correct["pgd3"][at])
+    outside = torch.tensor(sorted(set(range(60)) - set(pos.tolist()))[:3])
+    with pytest.raises(ValueError, match="pgd5 was run on 24 of the test images, which miss 3 of the 3"):
+        ev.correct_at("pgd5", outside)
+    with pytest.raises(ValueError, match="keep"):
+        _evaluate_trimmed(weak_model, info, split, sub, ("pgd5", "fgsm"), ("fgsm",), {"pgd5": 24}, 0.1,
+                          keep=("pgd5",), progress=False)
 
 
 def test_study_images_follow_the_profile_or_the_override(test_set):
@@ -102,15 +138,19 @@ def test_study_images_follow_the_profile_or_the_override(test_set):
 
     split = type(test_set)(test_set.images[:300], test_set.labels[:300], torch.arange(300), "split")
     default, smoke = get_profile("default"), get_profile("smoke")
-    test, full = study_images(default, "cifar10", split)
-    assert len(test) == 300 and full is None  # the profile's 1,000 covers this 300-image split
-    test, full = study_images(default, "cifar10", split, 120)
-    assert len(test) == 120 and full == ("fgsm",)
-    assert test.indices.tolist() == split.subset(120).indices.tolist()  # the same fixed subset every time
-    test, full = study_images(default, "cifar10", split, "all")
-    assert test is split and full is None
-    assert study_images(smoke, "cifar10", split)[1] is None and len(study_images(smoke, "cifar10", split)[0]) == 64
-    assert study_images(default, "mnist", split, 50)[1] is None
+    test, full, fewer = study_images(default, "cifar10", split)
+    assert len(test) == 300 and full is None and fewer == {}  # the profile's 1,000 covers this 300-image split
+    big = type(test_set)(torch.zeros(3_000, 1, 1, 1, dtype=torch.uint8), torch.zeros(3_000, dtype=torch.long),
+                         torch.arange(3_000), "big")
+    test, full, fewer = study_images(default, "cifar10", big)
+    assert len(test) == 1_000 and full == ("fgsm",) and fewer == {"pgd100": 500}  # the profile's trim
+    assert test.indices.tolist() == big.subset(1_000).indices.tolist()  # the same fixed subset every time
+    test, full, fewer = study_images(default, "cifar10", big, 120)
+    assert len(test) == 120 and full == ("fgsm",) and fewer == {}  # a count asked for: every iterative attack on it
+    test, full, fewer = study_images(default, "cifar10", split, "all")
+    assert test is split and full is None and fewer == {}
+    assert study_images(smoke, "cifar10", split)[1:] == (None, {}) and len(study_images(smoke, "cifar10", split)[0]) == 64
+    assert study_images(default, "mnist", split, 50)[1:] == (None, {})
     with pytest.raises(ValueError, match="n_test"):
         study_images(default, "cifar10", split, 0)
 

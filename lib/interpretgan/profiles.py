@@ -146,9 +146,11 @@ class Profile:
     n_pooling: int | None = None    # MNIST test images for the pooling table (None: all 10,000)
     n_apgd: int = 1_000             # test images for APGD-CE/-DLR and the transfer attacks
     apgd_steps: int = 100           # APGD iterations (AutoAttack's 100)
-    cifar_apgd_steps: int = 100     # APGD iterations of the CIFAR-10 masking checks (on n_apgd test images)
+    cifar_apgd_steps: int = 100     # APGD iterations of the CIFAR-10 masking checks (on n_cifar_apgd test images)
+    n_cifar_apgd: int = 1_000       # test images of the CIFAR-10 masking checks (a fixed random subset of Table 3's)
     n_cifar_test: int | None = None  # CIFAR-10 test images for Table 3 (a fixed random subset; None: all 10,000) ...
-    cifar_full: tuple[str, ...] = ()  # ... except clean accuracy and these attacks, on all 10,000 when it is a subset
+    cifar_full: tuple[str, ...] = ()  # ... except clean accuracy and these attacks, on all 10,000 when it is a subset,
+    cifar_fewer: dict = field(default_factory=dict)  # ... and these, {attack: n}, on a fixed random n of the subset
     cifar_seeds: tuple[int, ...] = (0, 1, 2)  # seeds per architecture and pooling for Table 3
     # InterpretGAN: the paper's 6 epochs at each of the first three scales and 12 at the last, lr 0.001
     gan: GANSettings = field(default_factory=lambda: GANSettings(code_dim=128, channels=(128, 128, 128, 128), batch_size=64,
@@ -230,7 +232,8 @@ PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
                      atta=SMOKE_ATTA, cifar_archs={"vgg16": {"arch": "vgg16", "width": 0.125},
                                                    "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 1}},
-                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, cifar_apgd_steps=10, n_cifar_test=64, cifar_seeds=(0,),
+                     pooling_seeds=(0,), n_pooling=100, n_apgd=50, apgd_steps=10, cifar_apgd_steps=10, n_cifar_test=64,
+                     n_cifar_apgd=50, cifar_seeds=(0,),
                      gan=GANSettings(code_dim=32, channels=(16, 16, 8, 8), batch_size=32, images=(128, 128, 128, 256),
                               ema=0.9, n_train=2_000, checkpoint_every=320),
                      ablation_images=(64, 64, 64, 128), inverter_images=(64, 64, 64, 128), n_gan_monitor=100,
@@ -244,7 +247,8 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_seeds=(0, 1, 2),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_fewer={"pgd100": 500},
+                       n_cifar_apgd=500, cifar_seeds=(0, 1, 2),
                        gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),

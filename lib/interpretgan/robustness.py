@@ -46,6 +46,21 @@ class Evaluation:
     correct: dict[str, torch.Tensor]
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)
     n_images: dict[str, int] = field(default_factory=dict)  # images behind each figure where they differ ("clean" too)
+    positions: dict[str, torch.Tensor] = field(default_factory=dict)  # attacks run on part of the test set: where
+
+    def correct_at(self, name: str, at: torch.Tensor) -> torch.Tensor:
+        """Per-image correctness (bool) under ``name`` at the positions ``at`` of the test set; an attack run on a
+        part of it (``positions[name]``) must cover them (ValueError naming what it missed)."""
+        pos = self.positions.get(name)
+        if pos is None:
+            return self.correct[name][at]
+        where = torch.full((max(int(at.max()), int(pos.max())) + 1,), -1, dtype=torch.long)
+        where[pos] = torch.arange(len(pos))
+        found = where[at]
+        if (found < 0).any():
+            raise ValueError(f"{name} was run on {len(pos):,} of the test images, which miss "
+                             f"{int((found < 0).sum()):,} of the {len(at):,} asked for")
+        return self.correct[name][found]
 
 
 def _plan(attacks: Iterable[str]) -> dict[str, list[int]]:
@@ -241,13 +256,13 @@ def pooling_study(profile: str = "default", dataset: str = "mnist", arch: str | 
     seeds = tuple(seeds if seeds is not None else (p.pooling_seeds if dataset == "mnist" else p.cifar_seeds))
     attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
     split = load(dataset, "test", data_root)
-    test, full = study_images(p, dataset, split, n_test)
+    test, full, fewer = study_images(p, dataset, split, n_test)
     models, infos, evals, rows = {}, {}, {}, []
     for pooling in POOLINGS:
         for seed in seeds:
             model, info = classifier(profile, pooling=pooling, training="atta", seed=seed, data_root=data_root,
                                      retrain=retrain, exact=exact, dataset=dataset, arch=arch, progress=progress)
-            ev = evaluate_study_model(model, info, split, test, full, dataset, keep, progress)
+            ev = evaluate_study_model(model, info, split, test, full, dataset, keep, progress, fewer)
             models[pooling, seed], infos[pooling, seed], evals[pooling, seed] = model, info, ev
             rows.append((pooling, seed, "clean", ev.clean, ev.n_images.get("clean", len(test))))
             rows += [(pooling, seed, a, ev.robust[a], ev.n_images.get(a, len(test))) for a in attacks]
@@ -271,9 +286,12 @@ def missing_study_models(profile: str = "default", dataset: str = "mnist", archs
 
 
 def study_images(p, dataset: str, split, n_test: int | str | None = None):
-    """The test images of a pooling study and the attacks run on all of ``split`` beside them: ``(test, full)``
-    with ``full`` None when every attack runs on ``test``. ``p`` is the profile; ``n_test`` (a count, or "all")
-    overrides its ``n_pooling`` / ``n_cifar_test``."""
+    """The test images of a pooling study and what is trimmed: ``(test, full, fewer)``. ``full`` names the attacks
+    run on all of ``split`` beside ``test`` (None when every attack runs on ``test``); ``fewer`` maps attacks run on
+    a fixed random part of ``test`` to its size (empty when none). ``p`` is the profile (its ``cifar_full`` and
+    ``cifar_fewer`` trim CIFAR-10 only, ``cifar_fewer`` only the profile's own subset); ``n_test`` (a count, or
+    "all") overrides its ``n_pooling`` / ``n_cifar_test``."""
+    chosen = n_test is None
     if n_test is None:
         n_test = p.n_pooling if dataset == "mnist" else p.n_cifar_test
     elif n_test == "all":
@@ -282,36 +300,55 @@ def study_images(p, dataset: str, split, n_test: int | str | None = None):
         raise ValueError(f"n_test must be a positive number of images, 'all' or None (the profile's); got {n_test!r}")
     test = split.subset(n_test)
     attacks = STUDY_ATTACKS[dataset]
-    trimmed = dataset == "cifar10" and p.cifar_full and len(test) < len(split)
-    return test, (tuple(a for a in attacks if a in p.cifar_full) if trimmed else None)
+    trimmed = dataset == "cifar10" and len(test) < len(split)
+    full = tuple(a for a in attacks if a in p.cifar_full) if trimmed and p.cifar_full else None
+    fewer = {a: n for a, n in p.cifar_fewer.items() if a in attacks and n < len(test)} if trimmed and chosen else {}
+    return test, full, fewer
 
 
 def evaluate_study_model(model: nn.Module, info: dict, split, test, full: tuple[str, ...] | None, dataset: str,
-                         keep: Iterable[str] = (), progress: bool = True) -> Evaluation:
+                         keep: Iterable[str] = (), progress: bool = True, fewer: dict[str, int] | None = None
+                         ) -> Evaluation:
     """One model of a pooling study under the study's attacks (``STUDY_ATTACKS``, eps ``STUDY_EPS``) through the
     artifact cache: on ``test``, or trimmed (:func:`_evaluate_trimmed`) when ``full`` names the attacks run on all
-    of ``split`` (``test`` and ``full`` from :func:`study_images`)."""
+    of ``split`` or ``fewer`` those run on a part of ``test`` (all three from :func:`study_images`)."""
     attacks, eps = STUDY_ATTACKS[dataset], STUDY_EPS[dataset]
-    if full is None:
+    if full is None and not fewer:
         return evaluate_cached(model, info, test, attacks, eps, keep=keep, progress=progress)
-    return _evaluate_trimmed(model, info, split, test, attacks, full, eps, keep, progress)
+    return _evaluate_trimmed(model, info, split, test, attacks, full or (), fewer or {}, eps, keep, progress)
 
 
 def _evaluate_trimmed(model: nn.Module, info: dict, split, test, attacks: tuple[str, ...], full: tuple[str, ...],
-                      eps: float, keep: Iterable[str], progress: bool) -> Evaluation:
-    """Clean accuracy and the attacks in ``full`` on every image of ``split``, the other attacks on ``test`` (a
-    subset of it), as one :class:`Evaluation` whose per-image ``correct`` follows ``test`` throughout (the full
-    split's entries at ``test``'s images) and whose ``n_images`` says how many images each figure has."""
-    ev_all = evaluate_cached(model, info, split, list(full), eps, keep=[k for k in keep if k in full],
-                             progress=progress)
-    rest = [a for a in attacks if a not in full]
-    ev = evaluate_cached(model, info, test, rest, eps, keep=[k for k in keep if k not in full], progress=progress)
+                      fewer: dict[str, int], eps: float, keep: Iterable[str], progress: bool) -> Evaluation:
+    """Clean accuracy and the attacks in ``full`` on every image of ``split`` (none: clean on ``test``), those in
+    ``fewer`` on a fixed random part of ``test`` of the given size (:func:`interpretgan.data.random_positions`, so
+    a smaller part lies inside a larger one), the others on ``test`` (a subset of ``split``), as one
+    :class:`Evaluation`: per-image ``correct`` follows ``test`` except for the ``fewer`` attacks, whose positions in
+    ``test`` are in ``positions``; ``n_images`` says how many images each figure has."""
+    keep = list(keep)
+    if any(k in fewer for k in keep):
+        raise ValueError(f"keep {keep} names an attack run on part of the test images ({sorted(fewer)})")
+    parts = {}
+    if full:
+        parts["full"] = evaluate_cached(model, info, split, list(full), eps, keep=[k for k in keep if k in full],
+                                        progress=progress)
+    rest = [a for a in attacks if a not in full and a not in fewer]
+    ev = evaluate_cached(model, info, test, rest, eps, keep=[k for k in keep if k in rest], progress=progress)
     at = test.indices  # positions in the whole split
-    correct = {**ev.correct, "clean": ev_all.correct["clean"][at], **{a: ev_all.correct[a][at] for a in full}}
-    kept = {**ev.adversarial, **{a: x[at] for a, x in ev_all.adversarial.items()}}
-    n_images = {"clean": len(split), **{a: len(split) for a in full}, **{a: len(test) for a in rest}}
-    return Evaluation(clean=ev_all.clean, robust={a: (ev_all if a in full else ev).robust[a] for a in attacks},
-                      correct=correct, adversarial=kept, n_images=n_images)
+    base = parts.get("full", ev)
+    clean_correct = base.correct["clean"][at] if full else ev.correct["clean"]
+    correct = {**ev.correct, "clean": clean_correct, **{a: parts["full"].correct[a][at] for a in full}}
+    kept = {**ev.adversarial, **({a: x[at] for a, x in parts["full"].adversarial.items()} if full else {})}
+    n_images = {"clean": len(split) if full else len(test), **{a: len(split) for a in full},
+                **{a: len(test) for a in rest}}
+    robust = {a: (parts["full"] if a in full else ev).robust[a] for a in attacks if a not in fewer}
+    positions = {}
+    for a, n in fewer.items():
+        pos = random_positions(len(test), n)
+        part = evaluate_cached(model, info, test.take(pos), [a], eps, progress=progress)
+        correct[a], robust[a], n_images[a], positions[a] = part.correct[a], part.robust[a], len(pos), pos
+    return Evaluation(clean=base.clean, robust={a: robust[a] for a in attacks}, correct=correct, adversarial=kept,
+                      n_images=n_images, positions=positions)
 
 
 def table_with_paper(summary: pd.DataFrame, paper: dict, attacks: Iterable[str], groups: Iterable[tuple]
@@ -386,8 +423,8 @@ def masking_checks(study: PoolingStudy, n_images: int = 1_000, seed: int = 0, st
         moved = right["avg" if pool == "max" else "max", pool]
         worst = ce & dlr & moved
         for a in study.attacks:
-            worst &= ev.correct[a][at]
-        per_image = {"white_box": ev.correct[pgd][at], "apgd_ce": ce, "apgd_dlr": dlr, "transfer": moved,
+            worst &= ev.correct_at(a, at)
+        per_image = {"white_box": ev.correct_at(pgd, at), "apgd_ce": ce, "apgd_dlr": dlr, "transfer": moved,
                      "worst_case": worst}
         fractions = {k: v.float().mean().item() for k, v in per_image.items()}
         apgd_rows[pool] = {columns[k]: v for k, v in fractions.items()}
