@@ -261,6 +261,18 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
     return f
 
 
+def annotate_shipped(name: str, fields: dict[str, Any], weights_dir: Path | None = None) -> None:
+    """Set ``fields`` in the manifest entry of ``weights/<name>`` (e.g. a measured evaluation beside the weights it
+    measured; maintainers' tool); KeyError when the manifest has no such file."""
+    weights_dir = weights_dir or paths.weights_dir()
+    with _manifest_lock():
+        manifest = read_manifest(weights_dir)
+        if name not in manifest["files"]:
+            raise KeyError(f"{name} is not in {weights_dir / MANIFEST}")
+        manifest["files"][name].update(fields)
+        write_json(weights_dir / MANIFEST, manifest)
+
+
 def unship(name: str, weights_dir: Path | None = None) -> None:
     """Remove ``weights/<name>`` and its manifest entry (maintainers' tool: weights no setting uses any more);
     KeyError when the manifest has no such file."""
