@@ -315,14 +315,7 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
 
 def readme_with_summary(readme: Path | None = None) -> tuple[str, str]:
     """The README's text as it is and as it would be with its shipped-weights block generated from the manifest."""
-    readme = readme or paths.REPO_ROOT / "README.md"
-    text = readme.read_text()
-    begin, end = "<!-- shipped:begin -->", "<!-- shipped:end -->"
-    if begin not in text or end not in text:
-        raise ValueError(f"{readme} has no {begin} ... {end} block to hold the shipped-weights table")
-    head, rest = text.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    return text, f"{head}{begin}\n{shipped_summary()}\n{end}{tail}"
+    return paths.readme_with_block(readme, "shipped", shipped_summary())
 
 
 def write_readme_summary(readme: Path | None = None) -> bool:

@@ -43,3 +43,17 @@ def weights_dir() -> Path:
     """The folder of shipped weights: $INTERPRETGAN_WEIGHTS, else <repo>/weights."""
     env = os.environ.get("INTERPRETGAN_WEIGHTS")
     return Path(env).expanduser().resolve() if env else SHIPPED_WEIGHTS_DIR
+
+
+def readme_with_block(readme: str | os.PathLike | None, name: str, body: str) -> tuple[str, str]:
+    """The README's text as it is and with the generated block ``name`` (between ``<!-- name:begin -->`` and
+    ``<!-- name:end -->``) holding ``body``; ValueError when the README has no such block. ``readme``: default
+    ``<repo>/README.md``. The caller writes the new text when it differs."""
+    readme = Path(readme) if readme is not None else REPO_ROOT / "README.md"
+    text = readme.read_text()
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme} has no {begin} ... {end} block to hold the generated {name} text")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return text, f"{head}{begin}\n{body}\n{end}{tail}"

@@ -207,15 +207,9 @@ def committed_runs_table(root=None, loops: int = 3, at_least: int = 10) -> str:
 
 def write_readme_runs(readme=None) -> bool:
     """Rewrite the README's committed-runs block from the committed notebooks; returns whether it changed."""
-    readme = readme or paths.REPO_ROOT / "README.md"
-    text = readme.read_text()
-    if RUNS_BEGIN not in text or RUNS_END not in text:
-        raise ValueError(f"{readme} has no {RUNS_BEGIN} ... {RUNS_END} block to hold the committed-runs table")
-    head, rest = text.split(RUNS_BEGIN, 1)
-    _, tail = rest.split(RUNS_END, 1)
-    new = f"{head}{RUNS_BEGIN}\n{committed_runs_table()}\n{RUNS_END}{tail}"
+    text, new = paths.readme_with_block(readme, "runs", committed_runs_table())
     if new != text:
-        readme.write_text(new)
+        Path(readme or paths.REPO_ROOT / "README.md").write_text(new)
     return new != text
 
 

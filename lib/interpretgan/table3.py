@@ -41,7 +41,6 @@ from .zoo import classifier
 ATTACKS = STUDY_ATTACKS["cifar10"]
 EPS = STUDY_EPS["cifar10"]
 KEY = "table3"  # a shipped model's record in the manifest
-BEGIN, END = "<!-- table3:begin -->", "<!-- table3:end -->"
 
 
 def parse_spec(spec: str) -> tuple[str, str, int]:
@@ -297,13 +296,7 @@ def markdown(manifest: dict | None = None, profile: str = "default") -> str:
 
 def readme_with_table(readme: Path | None = None) -> tuple[str, str]:
     """The README's text as it is and with its Table 3 block generated from the records."""
-    readme = readme or paths.REPO_ROOT / "README.md"
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} block to hold Table 3")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return text, f"{head}{BEGIN}\n{markdown()}\n{END}{tail}"
+    return paths.readme_with_block(readme, "table3", markdown())
 
 
 def main(argv: list[str] | None = None) -> int:
