@@ -85,6 +85,7 @@ def test_06_pooling_smoke_glues_both_tables_and_the_masking_checks(tmp_path):
     cifar = scraps["cifar_table"]
     assert set(cifar) == {"vgg16", "wrn"} and set(cifar["wrn"]["avg"]) == {"clean", "pgd20", "pgd100", "mpgd20", "fgsm"}
     assert scraps["cifar_images"] == {"clean": 64, "fgsm": 64, "pgd20": 64, "pgd100": 64, "mpgd20": 64}  # smoke: 64
+    assert scraps["cifar_recorded"] == []  # the records of the smoke profile's own shipped models: none
     for arch in ("vgg16", "wrn"):  # issue 30: the masking checks on CIFAR-10 too
         for pool in ("max", "avg"):
             m = scraps["cifar_masking"][arch][pool]
@@ -403,6 +404,10 @@ def test_committed_06_runs_table3_on_every_test_image_or_names_the_models_it_lac
     nb = nbformat.read(str(path), as_version=4)
     scraps = sb.read_notebook(str(path)).scraps.data_dict
     first = _outputs_text([c for c in nb.cells if c.cell_type == "code"][1])
+    from interpretgan import table3
+
+    now = {f"{r.arch} {r.pooling} seed {r.seed}" for r in table3.records().itertuples()}
+    assert {"vgg16 max seed 0", "vgg16 avg seed 0"} <= set(scraps["cifar_recorded"]) <= now  # shown; none since lost
     if "cifar_table" not in scraps:
         missing = robustness.missing_study_models("default", "cifar10", ("vgg16", "wrn"))
         said = re.search(r"CIFAR-10 part off: (\d+) of its models are neither shipped nor cached \((.*)\)", first)
