@@ -16,7 +16,8 @@ The modules, bottom layer first (each imports only from the lines above it; a te
   pooling study), ``attribution`` (Captum baselines);
 - ``user_model`` (your own network: a factory from a file or module, its weights, checks, its layers, images at
   its side); ``diagnosis`` (Acc_i / Vul_i, the controls, the max-pool study, the scaling curve, layers fitted in
-  parallel, your model's diagnosis);
+  parallel, your model's diagnosis); ``table3`` (each shipped CIFAR-10 model's evaluation on every test image,
+  recorded beside its weights; the README's Table 3 from the records);
 - ``plots`` and ``interactive`` (figures and widgets); ``bench`` (``make bench``), ``reproduce``
   (``make reproduce``), ``distributed`` (ATTA under torchrun), ``diagnose`` (your model's diagnosis from the
   command line, layers fitted in parallel under torchrun).

@@ -22,7 +22,6 @@ between natural and PGD-20 images with its 95% interval, and the share of untied
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,7 +35,7 @@ from .models import POOLINGS
 from .profiles import get_profile
 from .robustness import (PAPER_TABLE3, STUDY_ATTACKS, STUDY_EPS, apgd_cached, compare_poolings, evaluate_cached,
                          masking_positions, seed_summary, transfer)
-from .zoo import classifier
+from .zoo import classifier, shipped_name
 
 ATTACKS = STUDY_ATTACKS["cifar10"]
 EPS = STUDY_EPS["cifar10"]
@@ -162,21 +161,19 @@ def record_pair(arch: str, seed: int, profile: str = "default", data_root: str |
 # The records as tables
 # ----------------------------------------------------------------------------------------------
 
-_NAME = re.compile(r"cifar10-(?P<arch>[a-z0-9_]+)-(?P<pooling>max|avg)-atta-seed(?P<seed>\d+)(?:-(?P<profile>[a-z]+))?"
-                   r"\.safetensors$")
-
-
 def records(manifest: dict | None = None, profile: str = "default") -> pd.DataFrame:
     """Every shipped CIFAR-10 model of ``profile`` with a Table 3 record: one row per model (``arch``, ``pooling``,
-    ``seed``, then the record's accuracies, masking figures, test image count, minutes and ``trained_on``)."""
+    ``seed`` from its settings in the manifest, then the record's accuracies, masking figures, test image count,
+    minutes and ``trained_on``)."""
     files = (manifest or cache.read_manifest())["files"]
     rows = []
     for name, entry in sorted(files.items()):
-        m = _NAME.match(name)
-        if not m or KEY not in entry or (m["profile"] or "default") != profile:
+        settings = entry.get("settings", {})
+        if KEY not in entry or settings.get("dataset") != "cifar10" or shipped_name(settings, profile) != name:
             continue
         rec = entry[KEY]
-        rows.append({"arch": m["arch"], "pooling": m["pooling"], "seed": int(m["seed"]), **rec["accuracy"],
+        rows.append({"arch": settings["arch"], "pooling": settings["pooling"], "seed": int(settings["seed"]),
+                     **rec["accuracy"],
                      **{f"masking_{k}": v for k, v in rec["masking"].items()}, "test_images": rec["test_images"],
                      "data": rec["data"], "eval_minutes": _total(rec["minutes"]),
                      "trained_on": entry.get("trained_on", ""), "evaluated_on": rec.get("evaluated_on", ""),
