@@ -131,6 +131,15 @@ def describe(device: str | torch.device, exact: bool | None = None) -> dict[str,
             "threads": torch.get_num_threads()}
 
 
+def where_it_ran(device: str | torch.device, exact: bool | None, threads: int) -> str:
+    """Where a run happened, for a record: the GPU or CPU model, the fast path's precision and the threads, e.g.
+    "Intel(R) Xeon(R) Processor, bf16 autocast, 1 thread" (``threads`` as counted before :func:`machine`, which
+    sets them)."""
+    where = machine()
+    return (f"{where['cuda'] or where['cpu']}, {precision(device, exact)}, {threads} thread"
+            f"{'s' if threads > 1 else ''}")
+
+
 def machine() -> dict:
     """Cores, CPU model, torch version and GPU (if any) of this machine."""
     cpu = platform.processor() or platform.machine()

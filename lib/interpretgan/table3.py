@@ -110,15 +110,13 @@ def record_model(arch: str, pooling: str, seed: int, profile: str = "default", d
     sub = split.take(at)
     apgd = {loss: apgd_cached(model, info, sub, EPS, loss, p.cifar_apgd_steps, 0, progress) for loss in ("ce", "dlr")}
     t2 = time.perf_counter()
-    where = fast.machine()
-    precision = fast.describe(next(model.parameters()).device, exact=info["settings"]["exact"])["precision"]
     rec = {"test_images": len(split), "data": cifar10_source(data_root), "eps": EPS,
            "accuracy": {"clean": round(ev.clean, 4), **{a: round(ev.robust[a], 4) for a in ATTACKS}},
            "masking": {"n_images": len(at), "apgd_steps": p.cifar_apgd_steps,
                        "pgd20": round(ev.correct["pgd20"][at].float().mean().item(), 4),
                        **{f"apgd_{k}": round(v.float().mean().item(), 4) for k, v in apgd.items()}},
            "minutes": {"attacks": _minutes(t1 - t0), "apgd": _minutes(t2 - t1)},
-           "evaluated_on": f"{where['cuda'] or where['cpu']}, {precision}, {threads} thread{'s' if threads > 1 else ''}"}
+           "evaluated_on": fast.where_it_ran(next(model.parameters()).device, info["settings"]["exact"], threads)}
     if pooling == "max":
         rec["index_change"] = _index_change(model, split, ev.adversarial["pgd20"])
     cache.annotate_shipped(name, {KEY: rec})
@@ -133,7 +131,8 @@ def record_pair(arch: str, seed: int, profile: str = "default", data_root: str |
     masking images. Returns ``{pooling: record}``."""
     p = get_profile(profile)
     loaded = {pool: _model(arch, pool, seed, profile, data_root, exact) for pool in POOLINGS}
-    records = {pool: cache.read_manifest()["files"][name].get(KEY) for pool, (_, _, name) in loaded.items()}
+    files = cache.read_manifest()["files"]
+    records = {pool: files[name].get(KEY) for pool, (_, _, name) in loaded.items()}
     if any(r is None for r in records.values()):
         missing = [pool for pool, r in records.items() if r is None]
         raise ValueError(f"{arch} seed {seed}: no Table 3 record yet for {missing}: run "

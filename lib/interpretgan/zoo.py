@@ -580,11 +580,9 @@ def train_and_ship(spec: str, profile: str = "default", dtype: torch.dtype | Non
     t0 = time.perf_counter()
     _, info = classifier(profile, pooling=pooling, training=training, seed=int(seed), data_root=data_root,
                          dataset=dataset, arch=arch, progress=progress)
-    where = fast.machine()
-    precision = fast.describe(torch.device("cuda" if where["cuda"] else "cpu"), exact=False)["precision"]
     trained = sum(info["history"].get("seconds", [])) / 60
-    trained_on = (f"{where['cuda'] or where['cpu']}, {precision}, {torch.get_num_threads()} thread"
-                  f"{'s' if torch.get_num_threads() > 1 else ''}, {trained:.0f} min")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    trained_on = f"{fast.where_it_ran(device, False, torch.get_num_threads())}, {trained:.0f} min"
     if info["source"] == "shipped":
         return {**info, "shipped": None, "minutes": (time.perf_counter() - t0) / 60}
     name = ship_classifier(profile, pooling, training, int(seed), dataset=dataset, arch=arch, dtype=dtype,
