@@ -99,6 +99,30 @@ def test_buffer_grows_by_one_step_per_epoch_and_resume_equals_uninterrupted(trai
     assert hist["train_loss"] == pytest.approx(ref_hist["train_loss"], rel=1e-6)
 
 
+def test_warmup_raises_the_rate_linearly_step_by_step_and_resumes_on_it(train_set, test_set, tmp_path, monkeypatch):
+    """``warmup_epochs=1.5`` at 4 steps an epoch: the rates of the first 6 steps are lr * 1/6 .. 6/6, then lr (and the
+    milestone's lr / 10 after epoch 2); a run resumed after epoch 1, mid-warm-up, takes the same steps."""
+    tr, te = train_set.subset(256, seed=5), test_set.subset(50)
+    rates = []
+    step = torch.optim.SGD.step
+
+    def recording(self, *a, **kw):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *a, **kw)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", recording)
+    ref, _ = _atta(tr, te, epochs=3, warmup_epochs=1.5, lr_milestones=(2,))
+    lr = 0.01
+    assert rates == pytest.approx([lr * s / 6 for s in range(1, 7)] + [lr] * 2 + [lr / 10] * 4, rel=1e-12)
+    rates.clear()
+    ckpt = tmp_path / "warm.pt"
+    _atta(tr, te, epochs=1, checkpoint=ckpt, warmup_epochs=1.5, lr_milestones=(2,))
+    resumed, _ = _atta(tr, te, epochs=3, checkpoint=ckpt, warmup_epochs=1.5, lr_milestones=(2,))
+    assert rates[4:] == pytest.approx([lr * 5 / 6, lr, lr, lr] + [lr / 10] * 4, rel=1e-12)
+    for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_augmented_buffer_stays_in_the_ball_and_the_image_range(tmp_path):
     from interpretgan.models import build
 

@@ -61,6 +61,13 @@ def test_atta_and_cifar_settings():
     vgg = zoo.classifier_settings("default", "avg", "atta", dataset="cifar10", arch="vgg16")
     assert vgg["model"]["arch"] == "vgg16" and vgg["augment"] and vgg["eps"] == 0.031
     assert zoo.shipped_name(vgg) == "cifar10-vgg16-avg-atta-seed0.safetensors"
+    # VGG16 warms up over its first epoch (lr 0.1 from step one diverged); the WRN and MNIST keep the authors' start,
+    # and their settings (so their shipped keys) have no warm-up entry at all
+    wrn = zoo.classifier_settings("default", "avg", "atta", dataset="cifar10", arch="wrn")
+    assert vgg["warmup_epochs"] == 1 and zoo.classifier_settings("paper", "max", "atta", dataset="cifar10",
+                                                                 arch="vgg16")["warmup_epochs"] == 1
+    assert "warmup_epochs" not in wrn and "warmup_epochs" not in atta
+    assert {k for k in vgg if vgg[k] != wrn.get(k)} == {"arch", "model", "warmup_epochs"}
     assert zoo.shipped_name(nat) == "mnist-smallcnn-max-natural-seed0.safetensors"
     with pytest.raises(ValueError, match="vgg16"):
         zoo.classifier_settings("default", "max", "atta", dataset="cifar10", arch="resnet")
@@ -212,7 +219,7 @@ def test_paper_profile_atta_models_ship_under_their_paper_keys(pooling):
 def test_shipped_cifar10_models_are_the_default_profiles_at_the_authors_schedule():
     """Table 3's models (issue 30): every shipped CIFAR-10 file is a default-profile ATTA model under its current
     key: the authors' schedule (38 epochs, lr 0.1 x0.1 at 30 and 36, buffer reset every 10, batch 64, crops and
-    flips) on all 50,000 training images, the profile's architecture, fp16, with its 38-epoch history and the
+    flips; VGG16 warms up over its first epoch) on all 50,000 training images, the profile's architecture, fp16, with its 38-epoch history and the
     machine it was trained on."""
     from interpretgan.profiles import DEFAULT_CIFAR_ARCHS, PAPER_ATTA
 
@@ -227,6 +234,7 @@ def test_shipped_cifar10_models_are_the_default_profiles_at_the_authors_schedule
         assert (settings["epochs"], settings["lr"], settings["lr_milestones"], settings["reset_every"],
                 settings["batch_size"], settings["augment"]) == (paper.epochs, paper.lr, list(paper.lr_milestones),
                                                                  paper.reset_every, paper.batch_size, True)
+        assert settings.get("warmup_epochs", 0) == (1 if arch == "vgg16" else 0), name
         assert entry["history"]["epoch"] == list(range(1, 39)) and "trained_on" in entry
         assert all(v.dtype == torch.float16 for v in cache.load_weights(cache.paths.weights_dir() / name,
                                                                        dtype=None).values() if v.is_floating_point())

@@ -304,7 +304,7 @@ def _sharded_accuracy(model: nn.Module, test_set, device, exact, attack=None) ->
 def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float, eps: float, step_size: float,
                beta: float = 6.0, lr_milestones: tuple[int, ...] = (), lr_gamma: float = 0.1, momentum: float = 0.9,
                weight_decay: float = 0.0, batch_size: int = 128, reset_every: int | None = None,
-               augment: bool = False, seed: int = 0, eval_attack=None, eval_set=None,
+               augment: bool = False, warmup_epochs: float = 0.0, seed: int = 0, eval_attack=None, eval_set=None,
                checkpoint: str | Path | None = None, device: str | torch.device = "cpu", progress: bool = True,
                exact: bool | None = None) -> dict[str, Any]:
     """Adversarial training with ATTA-1 (Zheng et al. 2020) and the TRADES loss; returns the history.
@@ -313,7 +313,8 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     (fresh: 0.001 * randn; reset every ``reset_every`` epochs when given). Each batch takes one
     cross-entropy attack step of ``step_size`` from its buffered perturbation (model in eval mode),
     projected to ``eps``, stores it back, and the model takes an SGD step on the TRADES loss (``beta``)
-    in train mode. With ``augment`` (CIFAR-10), images get a random 4-pixel-padded crop and a flip, and
+    in train mode. With ``warmup_epochs``, the learning rate rises linearly step by step, from
+    ``lr / (warmup_epochs * steps per epoch)`` to ``lr``, over the first ``warmup_epochs`` epochs. With ``augment`` (CIFAR-10), images get a random 4-pixel-padded crop and a flip, and
     the perturbation goes through the same crop and flip and back (ATTA's inverse augmentation).
 
     Distributed: run under ``torchrun`` with a process group initialised (gloo on CPUs, nccl on GPUs);
@@ -363,6 +364,9 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
         window = []
         bar = tqdm(range(steps_per_epoch), desc=f"ATTA epoch {epoch + 1}/{epochs}", disable=not progress or rank > 0)
         for k in bar:
+            if warmup_epochs and epoch < warmup_epochs:
+                for group in opt.param_groups:
+                    group["lr"] = rate * min(1.0, (epoch * steps_per_epoch + k + 1) / (warmup_epochs * steps_per_epoch))
             batch = order[k * batch_size:(k + 1) * batch_size]
             if augment:
                 offsets = torch.randint(0, 9, (len(batch), 2), generator=g)

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 import os
 from typing import Any
 
@@ -90,6 +91,8 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
     if training == "atta":
         sched = p.atta[dataset]
         model = {"arch": "smallcnn", "dropout": 0.5} if dataset == "mnist" else dict(p.cifar_archs[arch])
+        if dataset == "cifar10":
+            sched = replace(sched, **p.cifar_schedule.get(arch, {}))
         return {"kind": "classifier", "version": ARCH_VERSION, "atta_version": ATTA_VERSION, "dataset": dataset,
                 "arch": model["arch"], "model": model, "pooling": pooling, "training": "atta", "seed": int(seed),
                 "n_train_seed": 0, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in sched.as_dict().items()},
@@ -147,6 +150,7 @@ def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoi
     check = PGD(settings["eps"], alpha=settings["eval_step"], steps=settings["eval_steps"], exact=exact)
     return train_atta(model, train, test, eps=settings["eps"], step_size=settings["step"], beta=settings["beta"],
                       reset_every=settings["reset_every"], augment=settings["augment"], eval_attack=check,
+                      warmup_epochs=settings.get("warmup_epochs", 0),
                       eval_set=test.subset(settings["n_eval"], seed=1), **common)
 
 
@@ -603,7 +607,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args(argv)
     for spec in args.models:
-        out = train_and_ship(spec, args.profile, None if args.fp32 else torch.float16, args.data_root)
+        try:
+            out = train_and_ship(spec, args.profile, None if args.fp32 else torch.float16, args.data_root)
+        except FloatingPointError as err:
+            raise SystemExit(f"{spec}: training diverged ({err}); a gentler start (the profile's cifar_schedule: "
+                             "warmup_epochs, lr) is a change of recipe for every seed of that architecture") from err
         h = out["history"]
         check = f", last robustness check {h['robust_accuracy'][-1]:.2%}" if h.get("robust_accuracy") else ""
         print(f"{spec}: {out['source']}, test accuracy {out['test_accuracy']:.2%}{check}, {out['minutes']:.1f} min; "
