@@ -314,8 +314,10 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     cross-entropy attack step of ``step_size`` from its buffered perturbation (model in eval mode),
     projected to ``eps``, stores it back, and the model takes an SGD step on the TRADES loss (``beta``)
     in train mode. With ``warmup_epochs``, the learning rate rises linearly step by step, from
-    ``lr / (warmup_epochs * steps per epoch)`` to ``lr``, over the first ``warmup_epochs`` epochs. With ``augment`` (CIFAR-10), images get a random 4-pixel-padded crop and a flip, and
-    the perturbation goes through the same crop and flip and back (ATTA's inverse augmentation).
+    ``lr / (warmup_epochs * steps per epoch)`` to ``lr``, over the first ``warmup_epochs`` epochs (a
+    deep network without residuals, e.g. VGG16, can diverge at lr 0.1 from its first step). With
+    ``augment`` (CIFAR-10), images get a random 4-pixel-padded crop and a flip, and the perturbation
+    goes through the same crop and flip and back (ATTA's inverse augmentation).
 
     Distributed: run under ``torchrun`` with a process group initialised (gloo on CPUs, nccl on GPUs);
     the model is wrapped in DistributedDataParallel; ``batch_size`` stays the global batch. Every
@@ -323,7 +325,8 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     size), whose perturbations it alone keeps; the loss is scaled so the averaged gradient is the
     single-process one. Only rank 0 writes the checkpoint (the buffer gathered from every rank).
 
-    History (one entry per epoch unless said): ``epoch``, ``lr``, ``train_loss`` (TRADES),
+    History (one entry per epoch unless said): ``epoch``, ``lr`` (the epoch's scheduled rate; a warm-up
+    epoch rises to it), ``train_loss`` (TRADES),
     ``natural_loss``, ``robust_loss`` (the KL term), ``train_accuracy`` (natural) and
     ``train_robust_accuracy`` (on the buffered adversarial images), ``perturbation`` (mean l_inf size
     of the perturbations trained on), ``test_accuracy``, ``robust_accuracy`` (``eval_attack`` on
@@ -415,7 +418,8 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
                            ("seconds", time.perf_counter() - t0)):
             history[key].append(value)
         if progress and rank == 0:
-            print(f"ATTA epoch {epoch + 1}/{epochs}: lr {rate:g}, TRADES loss {totals[0]:.4f}, mean |delta|_inf "
+            warm = " (warm-up: rising to it)" if warmup_epochs and epoch < warmup_epochs else ""
+            print(f"ATTA epoch {epoch + 1}/{epochs}: lr {rate:g}{warm}, TRADES loss {totals[0]:.4f}, mean |delta|_inf "
                   f"{totals[5]:.3f}, test accuracy {test_acc:.4f}, robust accuracy {robust_acc:.4f} "
                   f"({history['seconds'][-1]:.0f} s)")
         full = buffer.full() if checkpoint is not None else None  # a collective: every rank takes part
