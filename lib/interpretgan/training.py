@@ -366,8 +366,9 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
         sums = torch.zeros(6, dtype=torch.float64)  # loss, natural, robust, correct, robust correct, l_inf
         window = []
         bar = tqdm(range(steps_per_epoch), desc=f"ATTA epoch {epoch + 1}/{epochs}", disable=not progress or rank > 0)
+        warming = bool(warmup_epochs) and epoch < warmup_epochs
         for k in bar:
-            if warmup_epochs and epoch < warmup_epochs:
+            if warming:
                 for group in opt.param_groups:
                     group["lr"] = rate * min(1.0, (epoch * steps_per_epoch + k + 1) / (warmup_epochs * steps_per_epoch))
             batch = order[k * batch_size:(k + 1) * batch_size]
@@ -418,7 +419,7 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
                            ("seconds", time.perf_counter() - t0)):
             history[key].append(value)
         if progress and rank == 0:
-            warm = " (warm-up: rising to it)" if warmup_epochs and epoch < warmup_epochs else ""
+            warm = " (warm-up: rising to it)" if warming else ""
             print(f"ATTA epoch {epoch + 1}/{epochs}: lr {rate:g}{warm}, TRADES loss {totals[0]:.4f}, mean |delta|_inf "
                   f"{totals[5]:.3f}, test accuracy {test_acc:.4f}, robust accuracy {robust_acc:.4f} "
                   f"({history['seconds'][-1]:.0f} s)")

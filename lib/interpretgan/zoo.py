@@ -16,7 +16,6 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import replace
 import os
 from typing import Any
 
@@ -92,7 +91,7 @@ def classifier_settings(profile: str = "default", pooling: str = "max", training
         sched = p.atta[dataset]
         model = {"arch": "smallcnn", "dropout": 0.5} if dataset == "mnist" else dict(p.cifar_archs[arch])
         if dataset == "cifar10":
-            sched = replace(sched, **p.cifar_schedule.get(arch, {}))
+            sched = dataclasses.replace(sched, **p.cifar_schedule.get(arch, {}))
         return {"kind": "classifier", "version": ARCH_VERSION, "atta_version": ATTA_VERSION, "dataset": dataset,
                 "arch": model["arch"], "model": model, "pooling": pooling, "training": "atta", "seed": int(seed),
                 "n_train_seed": 0, **{k: (list(v) if isinstance(v, tuple) else v) for k, v in sched.as_dict().items()},
