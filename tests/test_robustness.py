@@ -183,3 +183,64 @@ def test_masking_checks_take_a_fixed_random_subset_not_the_first_images():
     counts = torch.bincount(labels[at], minlength=10)
     assert counts.min() >= 70 and counts.max() <= 130  # every class, near its tenth
     assert torch.equal(masking_positions(500, 1_000), torch.arange(500))
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _interrupt_after(model, calls: int):
+    """A forward pre-hook on ``model`` that raises :class:`_Interrupted` at its ``calls + 1``-th forward pass."""
+    seen = {"n": 0}
+
+    def hook(module, inputs):
+        seen["n"] += 1
+        if seen["n"] > calls:
+            raise _Interrupted
+
+    return model.register_forward_pre_hook(hook), seen
+
+
+def test_an_interrupted_evaluation_goes_on_to_what_an_uninterrupted_one_gives(weak_model, test_set, tmp_path):
+    s = test_set.subset(200)
+    kw = dict(eps=0.1, exact=True, seed=2, batch_size=50, progress=False, keep=["pgd5"])
+    attacks = ["pgd5", "mpgd5", "fgsm"]
+    handle, seen = _interrupt_after(weak_model, 10 ** 9)  # count the forward passes of a whole run (4 batches)
+    whole = evaluate(weak_model, s, attacks, **kw)
+    handle.remove()
+    per_batch = seen["n"] // 4
+    partial = tmp_path / "evaluation.partial.pt"
+    handle, _ = _interrupt_after(weak_model, 2 * per_batch + per_batch // 2)  # stops inside the third batch
+    try:
+        with pytest.raises(_Interrupted):
+            evaluate(weak_model, s, attacks, resume=partial, save_every=0, **kw)
+    finally:
+        handle.remove()
+    assert torch.load(partial, weights_only=True)["batches"] == 2
+    torch.manual_seed(123)  # whatever the global generator holds now, the run goes on from the saved state
+    again = evaluate(weak_model, s, attacks, resume=partial, save_every=0, **kw)
+    for name in ["clean", *attacks]:
+        assert torch.equal(again.correct[name], whole.correct[name]), name
+    assert torch.equal(again.adversarial["pgd5"], whole.adversarial["pgd5"])
+    assert again.robust == whole.robust and again.clean == whole.clean
+    # a partial run made with other settings (another seed) is not taken up
+    other = evaluate(weak_model, s, attacks, resume=partial, **{**kw, "seed": 5})
+    assert torch.equal(other.correct["clean"], whole.correct["clean"])
+    assert torch.equal(other.adversarial["pgd5"], evaluate(weak_model, s, attacks, **{**kw, "seed": 5}).adversarial["pgd5"])
+
+
+def test_an_interrupted_apgd_goes_on_to_what_an_uninterrupted_one_gives(weak_model, test_set, tmp_path):
+    s = test_set.subset(120)
+    kw = dict(eps=0.1, loss="ce", steps=5, exact=True, batch_size=40, progress=False)
+    handle, seen = _interrupt_after(weak_model, 10 ** 9)
+    whole = apgd(weak_model, s, **kw)
+    handle.remove()
+    partial = tmp_path / "apgd.partial.pt"
+    handle, _ = _interrupt_after(weak_model, seen["n"] // 3 + seen["n"] // 6)  # inside the second batch
+    try:
+        with pytest.raises(_Interrupted):
+            apgd(weak_model, s, resume=partial, save_every=0, **kw)
+    finally:
+        handle.remove()
+    assert torch.load(partial, weights_only=True)["batches"] == 1
+    assert torch.equal(apgd(weak_model, s, resume=partial, save_every=0, **kw), whole)

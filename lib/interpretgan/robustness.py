@@ -16,8 +16,10 @@ All accuracies are fractions in [0, 1] of the images given.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
@@ -77,10 +79,15 @@ def _plan(attacks: Iterable[str]) -> dict[str, list[int]]:
 def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, dataset: str = "mnist",
              alpha: float | None = None, keep: Iterable[str] = (), exact: bool | None = None, seed: int = 0,
              device: str | torch.device | None = None, batch_size: int | None = None,
-             progress: bool = True) -> Evaluation:
+             progress: bool = True, resume: str | Path | None = None, save_every: float = 120.0) -> Evaluation:
     """Clean and robust accuracy of ``model`` (eval mode) on the ImageSet ``test`` under ``attacks``
     (names such as ``["pgd40", "pgd100", "mpgd40", "fgsm"]``) at l_inf radius ``eps``; PGD step
-    ``alpha`` defaults to the authors' value for ``dataset``. Returns an :class:`Evaluation`."""
+    ``alpha`` defaults to the authors' value for ``dataset``. Returns an :class:`Evaluation`.
+
+    ``resume``: a file for the work done so far, written atomically every ``save_every`` seconds with the random
+    number generator's state after the last batch done; a later call with the same arguments goes on from there, so
+    an interrupted run ends exactly where an uninterrupted one would. The caller removes the file once it has
+    stored the result (:func:`evaluate_cached` does)."""
     attacks = [str(a).strip().lower() for a in attacks]
     eps, plan = check_epsilon(eps), _plan(attacks)
     alpha = DEFAULT_STEP[dataset] if alpha is None else alpha
@@ -90,12 +97,23 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
                       (PGD if kind == "pgd" else MPGD)(eps, alpha=alpha, steps=max(ks), exact=exact))
                for kind, ks in plan.items()}
     keep = set(keep)
+    run = {"attacks": attacks, "keep": sorted(keep), "eps": eps, "alpha": alpha, "seed": seed, "n": len(test),
+           "indices_sum": int(test.indices.sum()), "batch_size": batch_size, "device": device.type,
+           "exact": fast.resolve_exact(exact)}  # what a partial run must match to be taken up
     correct: dict[str, list] = {name: [] for name in ["clean", *attacks]}
     kept: dict[str, list] = {name: [] for name in keep}
+    start = 0
     torch.manual_seed(seed)
+    if (partial := _read_partial(resume, run)) is not None:
+        start = partial["batches"]
+        correct = {k: [v] for k, v in partial["correct"].items()}
+        kept = {k: [v] for k, v in partial["kept"].items()}
+        _set_rng(partial["rng"], device)
+    saved = time.monotonic()
     with eval_mode(model):
-        for x, y, _ in tqdm(test.batches(batch_size, device=device), total=test.n_batches(batch_size),
-                            desc=f"{len(attacks)} attacks", disable=not progress):
+        batches = itertools.islice(test.batches(batch_size, device=device), start, None)
+        for b, (x, y, _) in enumerate(tqdm(batches, total=test.n_batches(batch_size), initial=start,
+                                           desc=f"{len(attacks)} attacks", disable=not progress), start=start + 1):
             correct["clean"].append((predict(model, x, exact) == y).cpu())
             for kind, atk in runners.items():
                 outs = ({"fgsm": atk(model, x, y)} if kind == "fgsm" else
@@ -104,10 +122,39 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
                     correct[name].append((predict(model, x_adv, exact) == y).cpu())
                     if name in keep:
                         kept[name].append(x_adv.cpu())
+            if resume is not None and time.monotonic() - saved >= save_every and b < test.n_batches(batch_size):
+                correct = {k: [torch.cat(v)] for k, v in correct.items()}
+                kept = {k: [torch.cat(v)] for k, v in kept.items()}
+                cache.save_checkpoint({"run": run, "batches": b, "rng": _get_rng(device),
+                                       "correct": {k: v[0] for k, v in correct.items()},
+                                       "kept": {k: v[0] for k, v in kept.items()}}, resume)
+                saved = time.monotonic()
     per_image = {k: torch.cat(v) for k, v in correct.items()}
     return Evaluation(clean=per_image["clean"].sum().item() / len(test),
                       robust={a: per_image[a].sum().item() / len(test) for a in attacks},
                       correct=per_image, adversarial={k: torch.cat(v) for k, v in kept.items()})
+
+
+def _get_rng(device: torch.device) -> dict[str, torch.Tensor]:
+    """The random number generators' states the attacks draw from on ``device`` (their random starts)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _read_partial(path: str | Path | None, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The partial run saved at ``path`` by :func:`evaluate` when it was made with the same ``run`` settings (same
+    attacks, images, batch size, device type, precision); None otherwise (a stale one is then overwritten)."""
+    if path is None or (partial := cache.read_checkpoint(path)) is None:
+        return None
+    return partial if partial.get("run") == run else None
 
 
 def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Iterable[str], eps: float | str,
@@ -125,10 +172,12 @@ def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Itera
     f = cache.entry("evaluations", settings) / "evaluation.pt"
     if (done := cache.read_checkpoint(f)) is not None:
         return Evaluation(**done)
+    partial = f.with_name("evaluation.partial.pt")  # an interrupted run goes on from here
     ev = evaluate(model, test, attacks, eps, dataset=dataset, keep=keep, exact=exact, seed=seed, progress=progress,
-                  batch_size=batch_size, **kwargs)
+                  batch_size=batch_size, resume=partial, **kwargs)
     cache.save_checkpoint({"clean": ev.clean, "robust": ev.robust, "correct": ev.correct,
                            "adversarial": ev.adversarial}, f)
+    partial.unlink(missing_ok=True)
     return ev
 
 
@@ -146,9 +195,11 @@ class FastForward(nn.Module):
 
 
 def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int = 100, exact: bool | None = None,
-         seed: int = 0, batch_size: int | None = None, progress: bool = True) -> torch.Tensor:
+         seed: int = 0, batch_size: int | None = None, progress: bool = True, resume: str | Path | None = None,
+         save_every: float = 120.0) -> torch.Tensor:
     """Per-image correctness (bool, N) of ``model`` under torchattacks' APGD (Croce & Hein 2020) with
-    the ``loss`` "ce" or "dlr", ``steps`` iterations, one restart, l_inf ``eps``."""
+    the ``loss`` "ce" or "dlr", ``steps`` iterations, one restart, l_inf ``eps``. ``resume``: as in
+    :func:`evaluate` (APGD seeds every batch itself, so only the batches done are kept)."""
     if loss not in ("ce", "dlr"):
         raise ValueError(f"loss must be one of ['ce', 'dlr'], got {loss!r}")
     device = next(model.parameters()).device
@@ -156,11 +207,21 @@ def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int 
     atk = torchattacks.APGD(wrapped, norm="Linf", eps=check_epsilon(eps), steps=steps, n_restarts=1, seed=seed,
                             loss=loss)
     batch_size = batch_size_for(batch_size, device, test)
-    out = []
-    for x, y, _ in tqdm(test.batches(batch_size, device=device), total=test.n_batches(batch_size),
-                        desc=f"APGD-{loss.upper()}", disable=not progress):
+    run = {"loss": loss, "steps": steps, "eps": check_epsilon(eps), "seed": seed, "n": len(test),
+           "indices_sum": int(test.indices.sum()), "batch_size": batch_size, "device": device.type,
+           "exact": fast.resolve_exact(exact)}
+    partial = _read_partial(resume, run)
+    out, start = ([partial["correct"]], partial["batches"]) if partial is not None else ([], 0)
+    saved, total = time.monotonic(), test.n_batches(batch_size)
+    batches = itertools.islice(test.batches(batch_size, device=device), start, None)
+    for b, (x, y, _) in enumerate(tqdm(batches, total=total, initial=start, desc=f"APGD-{loss.upper()}",
+                                       disable=not progress), start=start + 1):
         x_adv = atk(x, y)
         out.append((predict(model, x_adv, exact) == y).cpu())
+        if resume is not None and time.monotonic() - saved >= save_every and b < total:
+            out = [torch.cat(out)]
+            cache.save_checkpoint({"run": run, "batches": b, "correct": out[0]}, resume)
+            saved = time.monotonic()
     return torch.cat(out)
 
 
@@ -378,9 +439,11 @@ def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, 
     f = cache.entry("evaluations", settings) / "apgd.pt"
     if (done := cache.read_checkpoint(f)) is not None:
         return done["correct"]
+    partial = f.with_name("apgd.partial.pt")  # an interrupted run goes on from here
     correct = apgd(model, test, eps, loss=loss, steps=steps, exact=info["settings"]["exact"], seed=seed,
-                   progress=progress)
+                   progress=progress, resume=partial)
     cache.save_checkpoint({"correct": correct}, f)
+    partial.unlink(missing_ok=True)
     return correct
 
 
