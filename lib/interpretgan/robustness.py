@@ -102,18 +102,14 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
            "exact": fast.resolve_exact(exact)}  # what a partial run must match to be taken up
     correct: dict[str, list] = {name: [] for name in ["clean", *attacks]}
     kept: dict[str, list] = {name: [] for name in keep}
-    start = 0
     torch.manual_seed(seed)
-    if (partial := _read_partial(resume, run)) is not None:
-        start = partial["batches"]
-        correct = {k: [v] for k, v in partial["correct"].items()}
-        kept = {k: [v] for k, v in partial["kept"].items()}
-        _set_rng(partial["rng"], device)
-    saved = time.monotonic()
+    job = _Resumable(resume, run, save_every)
+    if job.partial is not None:
+        correct = {k: [v] for k, v in job.partial["correct"].items()}
+        kept = {k: [v] for k, v in job.partial["kept"].items()}
+        _set_rng(job.partial["rng"], device)
     with eval_mode(model):
-        batches = itertools.islice(test.batches(batch_size, device=device), start, None)
-        for b, (x, y, _) in enumerate(tqdm(batches, total=test.n_batches(batch_size), initial=start,
-                                           desc=f"{len(attacks)} attacks", disable=not progress), start=start + 1):
+        for b, (x, y) in job.batches(test, batch_size, device, f"{len(attacks)} attacks", progress):
             correct["clean"].append((predict(model, x, exact) == y).cpu())
             for kind, atk in runners.items():
                 outs = ({"fgsm": atk(model, x, y)} if kind == "fgsm" else
@@ -122,13 +118,10 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
                     correct[name].append((predict(model, x_adv, exact) == y).cpu())
                     if name in keep:
                         kept[name].append(x_adv.cpu())
-            if resume is not None and time.monotonic() - saved >= save_every and b < test.n_batches(batch_size):
-                correct = {k: [torch.cat(v)] for k, v in correct.items()}
-                kept = {k: [torch.cat(v)] for k, v in kept.items()}
-                cache.save_checkpoint({"run": run, "batches": b, "rng": _get_rng(device),
-                                       "correct": {k: v[0] for k, v in correct.items()},
-                                       "kept": {k: v[0] for k, v in kept.items()}}, resume)
-                saved = time.monotonic()
+            if job.due(b):
+                correct, kept = _joined(correct), _joined(kept)
+                job.save(b, rng=_get_rng(device), correct={k: v[0] for k, v in correct.items()},
+                         kept={k: v[0] for k, v in kept.items()})
     per_image = {k: torch.cat(v) for k, v in correct.items()}
     return Evaluation(clean=per_image["clean"].sum().item() / len(test),
                       robust={a: per_image[a].sum().item() / len(test) for a in attacks},
@@ -149,12 +142,36 @@ def _set_rng(state: dict[str, torch.Tensor], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _read_partial(path: str | Path | None, run: dict[str, Any]) -> dict[str, Any] | None:
-    """The partial run saved at ``path`` by :func:`evaluate` when it was made with the same ``run`` settings (same
-    attacks, images, batch size, device type, precision); None otherwise (a stale one is then overwritten)."""
-    if path is None or (partial := cache.read_checkpoint(path)) is None:
-        return None
-    return partial if partial.get("run") == run else None
+def _joined(lists: dict[str, list[torch.Tensor]]) -> dict[str, list[torch.Tensor]]:
+    """Each list of per-batch tensors as one tensor (still in a list, so that batches can be appended)."""
+    return {k: [torch.cat(v)] for k, v in lists.items()}
+
+
+class _Resumable:
+    """The batch loop of :func:`evaluate` and :func:`apgd` with a partial run saved at ``path`` (None: never):
+    ``partial`` is the saved state when it was made with the same ``run`` settings (attacks, images, batch size,
+    device type, precision), else None (a stale one is overwritten); :meth:`batches` goes on after its last batch;
+    :meth:`due` says when ``save_every`` seconds have passed since the last save (never after the last batch)."""
+
+    def __init__(self, path: str | Path | None, run: dict[str, Any], save_every: float):
+        self.path, self.run, self.save_every = path, run, save_every
+        saved = cache.read_checkpoint(path) if path is not None else None
+        self.partial = saved if saved is not None and saved.get("run") == run else None
+        self.start = self.partial["batches"] if self.partial is not None else 0
+        self.total, self._saved_at = -(-run["n"] // run["batch_size"]), time.monotonic()
+
+    def batches(self, test, batch_size: int, device: torch.device, desc: str, progress: bool):
+        """``(b, (x, y))`` from the first batch not done, ``b`` counting batches done from 1."""
+        rest = itertools.islice(test.batches(batch_size, device=device), self.start, None)
+        bar = tqdm(rest, total=self.total, initial=self.start, desc=desc, disable=not progress)
+        return enumerate(((x, y) for x, y, _ in bar), start=self.start + 1)
+
+    def due(self, b: int) -> bool:
+        return self.path is not None and b < self.total and time.monotonic() - self._saved_at >= self.save_every
+
+    def save(self, b: int, **state: Any) -> None:
+        cache.save_checkpoint({"run": self.run, "batches": b, **state}, self.path)
+        self._saved_at = time.monotonic()
 
 
 def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Iterable[str], eps: float | str,
@@ -207,21 +224,17 @@ def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int 
     atk = torchattacks.APGD(wrapped, norm="Linf", eps=check_epsilon(eps), steps=steps, n_restarts=1, seed=seed,
                             loss=loss)
     batch_size = batch_size_for(batch_size, device, test)
-    run = {"loss": loss, "steps": steps, "eps": check_epsilon(eps), "seed": seed, "n": len(test),
+    run = {"loss": loss, "steps": steps, "eps": atk.eps, "seed": seed, "n": len(test),
            "indices_sum": int(test.indices.sum()), "batch_size": batch_size, "device": device.type,
            "exact": fast.resolve_exact(exact)}
-    partial = _read_partial(resume, run)
-    out, start = ([partial["correct"]], partial["batches"]) if partial is not None else ([], 0)
-    saved, total = time.monotonic(), test.n_batches(batch_size)
-    batches = itertools.islice(test.batches(batch_size, device=device), start, None)
-    for b, (x, y, _) in enumerate(tqdm(batches, total=total, initial=start, desc=f"APGD-{loss.upper()}",
-                                       disable=not progress), start=start + 1):
+    job = _Resumable(resume, run, save_every)
+    out = [job.partial["correct"]] if job.partial is not None else []
+    for b, (x, y) in job.batches(test, batch_size, device, f"APGD-{loss.upper()}", progress):
         x_adv = atk(x, y)
         out.append((predict(model, x_adv, exact) == y).cpu())
-        if resume is not None and time.monotonic() - saved >= save_every and b < total:
+        if job.due(b):
             out = [torch.cat(out)]
-            cache.save_checkpoint({"run": run, "batches": b, "correct": out[0]}, resume)
-            saved = time.monotonic()
+            job.save(b, correct=out[0])
     return torch.cat(out)
 
 

@@ -4,8 +4,9 @@ Who should use it: maintainers shipping the CIFAR-10 models of ``06_pooling``'s 
 and the Wide ResNet, max and average pooling, several seeds), and readers who want the full-test-set numbers behind
 the README without re-running hours of attacks. Each model takes about 17 minutes (VGG16, measured) to 35-40 (the
 WRN, from its attack rate) on one CPU core (PGD-100 on 10,000 images is most of it; an interrupted run resumes), and
-the models train over several sessions whose artifact folders do not survive; so each model's evaluation is written into its entry of ``weights/MANIFEST.json`` (key ``"table3"``) as soon as it is
-measured, and the README's Table 3 is generated from those records::
+the models train over several sessions whose artifact folders do not survive; so each model's evaluation is written
+into its entry of ``weights/MANIFEST.json`` (key ``"table3"``) as soon as it is measured, and the README's Table 3 is
+generated from those records::
 
     OMP_NUM_THREADS=1 taskset -c 0 python -m interpretgan.table3 wrn:max:0   # one per core, side by side
     OMP_NUM_THREADS=1 taskset -c 1 python -m interpretgan.table3 wrn:avg:0
