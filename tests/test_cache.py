@@ -208,6 +208,34 @@ def test_shipped_summary_groups_generators_by_kind(tmp_path):
     assert any("warm-started from the prior" in row for row in rows)
 
 
+def test_shipping_into_the_repositorys_weights_keeps_the_readme_block_current(tmp_path, monkeypatch):
+    """A training that ships at its end left the README's shipped-weights block stale, and CI failed on it: a ship
+    or unship into the repository's own weights/ now regenerates the block; a ship elsewhere leaves the README alone."""
+    from interpretgan import paths
+
+    repo = tmp_path / "repo"
+    (repo / "weights").mkdir(parents=True)
+    readme = repo / "README.md"
+    readme.write_text("intro\n<!-- shipped:begin -->\nold\n<!-- shipped:end -->\nrest\n")
+    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.setattr(paths, "SHIPPED_WEIGHTS_DIR", repo / "weights")
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    cache.ship({"w": torch.ones(3)}, "x.safetensors", "kx", {}, weights_dir=elsewhere)
+    assert "old" in readme.read_text()
+    cache.ship({"w": torch.ones(3)}, "a.safetensors", "ka", {}, weights_dir=repo / "weights")
+    cache.ship({"w": torch.ones(3)}, "b.safetensors", "kb", {}, weights_dir=repo / "weights")
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old" not in text
+    assert text.split("<!-- shipped:begin -->\n")[1].split("\n<!-- shipped:end -->")[0] == \
+        cache.shipped_summary(repo / "weights")
+    assert "2 files" in text and "| a | - | 1 |" in text and "| b | - | 1 |" in text
+    cache.unship("a.safetensors", weights_dir=repo / "weights")
+    text = readme.read_text()
+    assert "1 files" in text and "| a | - |" not in text and "| b | - | 1 |" in text
+
+
 def _ship_many(weights_dir: str, prefix: str, n: int) -> None:
     for k in range(n):
         cache.ship({"w": torch.zeros(2)}, f"{prefix}{k}.safetensors", f"{prefix}{k}", {}, weights_dir=Path(weights_dir))

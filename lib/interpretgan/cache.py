@@ -258,7 +258,22 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
         manifest["files"][name] = {"key": key, "settings": settings, "sha256": sha256_file(f),
                                    "bytes": f.stat().st_size, **(extra or {})}
         write_json(weights_dir / MANIFEST, manifest)
+        _refresh_readme(weights_dir)
     return f
+
+
+def _refresh_readme(weights_dir: Path) -> None:
+    """After a ship or unship into the repository's own ``weights/``, regenerate the README's shipped-weights block
+    (a training that ships at its end once left the block stale, and CI failed on it); other folders: nothing."""
+    readme = paths.REPO_ROOT / "README.md"
+    if Path(weights_dir).resolve() != paths.SHIPPED_WEIGHTS_DIR.resolve() or not readme.is_file():
+        return
+    try:
+        text, new = paths.readme_with_block(readme, "shipped", shipped_summary(weights_dir))
+    except ValueError:  # a README without the block: nothing to keep up to date
+        return
+    if new != text:
+        readme.write_text(new)
 
 
 def annotate_shipped(name: str, fields: dict[str, Any], weights_dir: Path | None = None) -> None:
@@ -281,6 +296,7 @@ def unship(name: str, weights_dir: Path | None = None) -> None:
         manifest = read_manifest(weights_dir)
         del manifest["files"][name]
         write_json(weights_dir / MANIFEST, manifest)
+        _refresh_readme(weights_dir)
     (weights_dir / name).unlink(missing_ok=True)
 
 
