@@ -233,7 +233,7 @@ def test_shipping_into_the_repositorys_weights_keeps_the_readme_block_current(tm
     assert "2 files" in text and "| a | - | 1 |" in text and "| b | - | 1 |" in text
     cache.unship("a.safetensors", weights_dir=repo / "weights")
     text = readme.read_text()
-    assert "1 files" in text and "| a | - |" not in text and "| b | - | 1 |" in text
+    assert "1 file," in text and "| a | - |" not in text and "| b | - | 1 |" in text
 
 
 def _ship_many(weights_dir: str, prefix: str, n: int) -> None:

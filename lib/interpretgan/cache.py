@@ -320,7 +320,7 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
             layer, key = None, name.removesuffix(".safetensors")
         groups.setdefault(key, []).append((layer, info))
     total = sum(info["bytes"] for info in files.values())
-    lines = [f"{len(files)} files, {total / 2**20:.1f} MiB in all (limit 160 MiB).", "",
+    lines = [f"{len(files)} file{'' if len(files) == 1 else 's'}, {total / 2**20:.1f} MiB in all (limit 160 MiB).", "",
              "| weights | layers | files | MiB |", "| --- | --- | --- | --- |"]
     for key, items in groups.items():
         layers = ", ".join(layer for layer, _ in items if layer) or "-"
