@@ -269,11 +269,9 @@ def _refresh_readme(weights_dir: Path) -> None:
     if Path(weights_dir).resolve() != paths.SHIPPED_WEIGHTS_DIR.resolve() or not readme.is_file():
         return
     try:
-        text, new = paths.readme_with_block(readme, "shipped", shipped_summary(weights_dir))
+        write_readme_summary(readme, weights_dir)
     except ValueError:  # a README without the block: nothing to keep up to date
-        return
-    if new != text:
-        readme.write_text(new)
+        pass
 
 
 def annotate_shipped(name: str, fields: dict[str, Any], weights_dir: Path | None = None) -> None:
@@ -329,15 +327,15 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def readme_with_summary(readme: Path | None = None) -> tuple[str, str]:
+def readme_with_summary(readme: Path | None = None, weights_dir: Path | None = None) -> tuple[str, str]:
     """The README's text as it is and as it would be with its shipped-weights block generated from the manifest."""
-    return paths.readme_with_block(readme, "shipped", shipped_summary())
+    return paths.readme_with_block(readme, "shipped", shipped_summary(weights_dir))
 
 
-def write_readme_summary(readme: Path | None = None) -> bool:
+def write_readme_summary(readme: Path | None = None, weights_dir: Path | None = None) -> bool:
     """Rewrite the README's shipped-weights block from the manifest; returns whether it changed."""
     readme = readme or paths.REPO_ROOT / "README.md"
-    text, new = readme_with_summary(readme)
+    text, new = readme_with_summary(readme, weights_dir)
     if new != text:
         readme.write_text(new)
     return new != text
