@@ -109,7 +109,7 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
         kept = {k: [v] for k, v in job.partial["kept"].items()}
         _set_rng(job.partial["rng"], device)
     with eval_mode(model):
-        for b, (x, y) in job.batches(test, batch_size, device, f"{len(attacks)} attacks", progress):
+        for b, (x, y) in job.batches(test, device, f"{len(attacks)} attacks", progress):
             correct["clean"].append((predict(model, x, exact) == y).cpu())
             for kind, atk in runners.items():
                 outs = ({"fgsm": atk(model, x, y)} if kind == "fgsm" else
@@ -158,10 +158,13 @@ class _Resumable:
         saved = cache.read_checkpoint(path) if path is not None else None
         self.partial = saved if saved is not None and saved.get("run") == run else None
         self.start = self.partial["batches"] if self.partial is not None else 0
-        self.total, self._saved_at = -(-run["n"] // run["batch_size"]), time.monotonic()
+        self.total, self._saved_at = None, time.monotonic()
 
-    def batches(self, test, batch_size: int, device: torch.device, desc: str, progress: bool):
-        """``(b, (x, y))`` from the first batch not done, ``b`` counting batches done from 1."""
+    def batches(self, test, device: torch.device, desc: str, progress: bool):
+        """``(b, (x, y))`` from the first batch not done (batches of ``run["batch_size"]``), ``b`` counting batches
+        done from 1."""
+        batch_size = self.run["batch_size"]
+        self.total = test.n_batches(batch_size)
         rest = itertools.islice(test.batches(batch_size, device=device), self.start, None)
         bar = tqdm(rest, total=self.total, initial=self.start, desc=desc, disable=not progress)
         return enumerate(((x, y) for x, y, _ in bar), start=self.start + 1)
@@ -229,7 +232,7 @@ def apgd(model: nn.Module, test, eps: float | str, loss: str = "ce", steps: int 
            "exact": fast.resolve_exact(exact)}
     job = _Resumable(resume, run, save_every)
     out = [job.partial["correct"]] if job.partial is not None else []
-    for b, (x, y) in job.batches(test, batch_size, device, f"APGD-{loss.upper()}", progress):
+    for b, (x, y) in job.batches(test, device, f"APGD-{loss.upper()}", progress):
         x_adv = atk(x, y)
         out.append((predict(model, x_adv, exact) == y).cpu())
         if job.due(b):
