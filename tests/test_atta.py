@@ -141,3 +141,27 @@ def test_augmented_buffer_stays_in_the_ball_and_the_image_range(tmp_path):
     assert moved.float().mean() > 0.5
     assert (x + delta)[moved].min() >= -1e-6 and (x + delta)[moved].max() <= 1 + 1e-6
     assert delta.abs().flatten(1).amax(1).min() > 0.02  # every sample was attacked, most pixels more than once
+
+
+def test_a_checkpoint_without_its_buffer_resumes_at_a_buffer_reset_to_the_uninterrupted_run(train_set, test_set,
+                                                                                               tmp_path):
+    """A training stage carried between machines drops ATTA's buffer (50,000 perturbations) where the next epoch
+    resets it anyway: resumed after epoch 1 of 2 with ``reset_every=1``, the weights equal the uninterrupted run's;
+    at an epoch that does not end a reset period the run refuses, naming the lost buffer. ``on_epoch`` gets each
+    epoch's checkpoint dict."""
+    tr, te = train_set.subset(256, seed=5), test_set.subset(50)
+    ref, ref_hist = _atta(tr, te, epochs=2, reset_every=1)
+    assert ref_hist["perturbation"][1] <= 0.05 + 0.004  # reset after epoch 1: one step again, not two
+    seen = []
+    ckpt = tmp_path / "stage.pt"
+    _atta(tr, te, epochs=1, checkpoint=ckpt, reset_every=1, on_epoch=lambda s: seen.append((s["epoch"], s["buffer"])))
+    assert [e for e, _ in seen] == [1] and seen[0][1].shape == (256, 1, 32, 32)
+    state = torch.load(ckpt, weights_only=True)
+    torch.save({**state, "buffer": None}, ckpt)
+    resumed, hist = _atta(tr, te, epochs=2, checkpoint=ckpt, reset_every=1)
+    for a, b in zip(ref.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    assert hist["train_loss"] == pytest.approx(ref_hist["train_loss"], rel=1e-6)
+    torch.save({**state, "buffer": None}, ckpt)
+    with pytest.raises(ValueError, match="no perturbation buffer.*reset_every=2"):
+        _atta(tr, te, epochs=2, checkpoint=ckpt, reset_every=2)

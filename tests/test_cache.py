@@ -236,6 +236,43 @@ def test_shipping_into_the_repositorys_weights_keeps_the_readme_block_current(tm
     assert "1 file," in text and "| a | - |" not in text and "| b | - | 1 |" in text
 
 
+
+def test_a_training_stage_ships_by_key_replaces_its_last_and_goes_when_its_model_ships(tmp_path, monkeypatch):
+    """A training longer than a session ships a stage into weights/stages/ (its buffer dropped), found by key with its
+    SHA-256 checked; a later stage of the same key replaces the earlier file; the README block counts it; unshipping
+    removes file and entry, and a stage of another key stays."""
+    from interpretgan import paths
+
+    repo = tmp_path / "repo"
+    weights = repo / "weights"
+    weights.mkdir(parents=True)
+    (repo / "README.md").write_text("<!-- shipped:begin -->\n<!-- shipped:end -->\n")
+    monkeypatch.setattr(paths, "REPO_ROOT", repo)
+    monkeypatch.setattr(paths, "SHIPPED_WEIGHTS_DIR", weights)
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
+    cache.ship({"w": torch.ones(3)}, "done.safetensors", "kd", {}, weights_dir=weights)
+    state = {"model": {"w": torch.arange(4.0)}, "epoch": 10, "buffer": torch.ones(100, 3, 8, 8)}
+    cache.ship_stage(state, "m-old.pt", "km", {"epoch": 10, "epochs": 38}, weights_dir=weights)
+    cache.ship_stage({**state, "epoch": 20}, "m.pt", "km", {"epoch": 20, "epochs": 38}, weights_dir=weights)
+    cache.ship_stage(state, "other.pt", "ko", {"epoch": 10, "epochs": 38}, weights_dir=weights)
+    assert sorted(p.name for p in (weights / "stages").iterdir()) == ["m.pt", "other.pt"]
+    f, info = cache.shipped_stage("km", weights)
+    assert f.name == "m.pt" and info["epoch"] == 20 and cache.shipped_stage("kx", weights) is None
+    saved = cache.load_checkpoint(f)
+    assert saved["buffer"] is None and saved["epoch"] == 20 and torch.equal(saved["model"]["w"], torch.arange(4.0))
+    assert cache.shipped("kd", weights) is not None  # the finished weights are untouched
+    text = (repo / "README.md").read_text()
+    assert "1 file and 2 training stages" in text and "| m: a training stage (epoch 20 of 38;" in text
+    f.write_bytes(f.read_bytes() + b"x")
+    with pytest.raises(ValueError, match="SHA-256"):
+        cache.shipped_stage("km", weights)
+    assert cache.unship_stage("km", weights) and not cache.unship_stage("km", weights)
+    assert not f.exists() and cache.shipped_stage("ko", weights) is not None
+    assert "1 file and 1 training stage," in (repo / "README.md").read_text()
+    cache.unship_stage("ko", weights)
+    assert "stages" not in cache.read_manifest(weights) and "1 file, " in (repo / "README.md").read_text()
+
+
 def _ship_many(weights_dir: str, prefix: str, n: int) -> None:
     for k in range(n):
         cache.ship({"w": torch.zeros(2)}, f"{prefix}{k}.safetensors", f"{prefix}{k}", {}, weights_dir=Path(weights_dir))

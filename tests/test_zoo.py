@@ -267,3 +267,62 @@ def test_the_maintainers_command_ships_a_trained_classifier(tmp_path, monkeypatc
     assert zoo.classifier_source("smoke", pooling="avg", training="natural", seed=0) == "cache"
     with pytest.raises(ValueError, match="dataset:arch:pooling:training:seed"):
         zoo.train_and_ship("cifar10:vgg16:avg:1")
+
+
+class _Killed(Exception):
+    """The end of a session, as a training stopped right after it shipped a stage."""
+
+
+def test_a_training_carried_to_another_machine_through_a_stage_ends_as_the_uninterrupted_one(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """A Table 3 model outlasts a session and the next machine lacks the artifact folder: the maintainers' command
+    ships a stage at each buffer reset, the next machine's run resumes from it (a fresh artifact folder) and ships
+    the weights of one uninterrupted run; the manifest says which epochs trained where, and the stage is gone."""
+    from dataclasses import replace
+
+    from interpretgan.profiles import get_profile
+
+    atta = get_profile("smoke").atta
+    monkeypatch.setitem(atta, "mnist", replace(atta["mnist"], epochs=2, reset_every=1, n_train=256, n_eval=50))
+    spec, name = "mnist:smallcnn:max:atta:0", "mnist-smallcnn-max-atta-seed0-smoke.safetensors"
+    weights, ref_weights = tmp_path / "w", tmp_path / "ref"
+    ship_stage = cache.ship_stage
+
+    def ship_then_stop(*args, **kw):
+        ship_stage(*args, **kw)
+        raise _Killed
+
+    for machine, where in (("a", ship_then_stop), ("b", ship_stage)):
+        monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / machine))
+        monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(weights))
+        monkeypatch.setattr(cache, "ship_stage", where)
+        monkeypatch.setattr(fast, "where_it_ran", lambda *a, m=machine: f"machine {m}")
+        if machine == "a":
+            with pytest.raises(_Killed):
+                zoo.train_and_ship(spec, "smoke", progress=False)
+            (stage, info), = cache.read_manifest(weights)["stages"].items()
+            assert stage == "mnist-smallcnn-max-atta-seed0-smoke.pt" and info["epoch"] == 1 and info["epochs"] == 2
+            assert [s["epochs"] for s in info["segments"]] == [[1, 1]]
+            # a run started without stages ships the same stage from its artifact checkpoint by command
+            monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(tmp_path / "by_hand"))
+            monkeypatch.setattr(cache, "ship_stage", ship_stage)
+            assert zoo.main([spec, "--profile", "smoke", "--ship-stage"]) == 0
+            by_hand = cache.read_manifest(tmp_path / "by_hand")["stages"][stage]
+            assert by_hand["segments"] == info["segments"] and by_hand["epoch"] == 1
+            saved = [cache.load_checkpoint(w / "stages" / stage)["model"] for w in (weights, tmp_path / "by_hand")]
+            assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
+        else:
+            out = zoo.train_and_ship(spec, "smoke", progress=False)
+    assert "resuming from the training stage weights/stages/mnist-smallcnn-max-atta-seed0-smoke.pt" in \
+        capsys.readouterr().out
+    assert out["source"] == "trained" and out["history"]["epoch"] == [1, 2]
+    entry = cache.read_manifest(weights)["files"][name]
+    assert entry["trained_on"].startswith("epochs 1-1 on machine a, 0 min; epochs 2-2 on machine b, 0 min")
+    assert "stages" not in cache.read_manifest(weights) and not any((weights / "stages").iterdir())
+    monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "c"))
+    monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(ref_weights))
+    monkeypatch.setattr(fast, "where_it_ran", lambda *a: "machine c")
+    zoo.train_and_ship(spec, "smoke", progress=False)
+    assert cache.read_manifest(ref_weights)["files"][name]["trained_on"] == "machine c, 0 min"
+    got, ref = (cache.load_weights(w / name, dtype=None) for w in (weights, ref_weights))
+    assert all(torch.equal(got[k], ref[k]) for k in ref)

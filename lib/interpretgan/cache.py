@@ -13,6 +13,9 @@ notebook directly. A changed setting gives a new key, so a stale model is never 
 - Files are written readable by everyone the umask allows (0644 by default), safetensors included.
 - Shipped weights: ``weights/MANIFEST.json`` maps file names to their cache key, settings and
   SHA-256; :func:`shipped` returns a file only when its key matches and its hash checks out.
+- Training stages: a training longer than a session ships a resumable checkpoint into ``weights/stages/``
+  (:func:`ship_stage`, recorded under the manifest's ``stages``), which a later session on another machine,
+  without the artifact folder, resumes from (:func:`shipped_stage`); the finished model's ship removes it.
 """
 from __future__ import annotations
 
@@ -262,6 +265,64 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
     return f
 
 
+STAGES = "stages"
+
+
+def ship_stage(state: dict[str, Any], name: str, key: str, info: dict[str, Any],
+               weights_dir: Path | None = None) -> Path:
+    """Write the training checkpoint ``state`` (a dict of :func:`save_checkpoint`; its ATTA perturbation buffer is
+    dropped: a stage is taken where the buffer is reset anyway) to ``weights/stages/<name>`` and record it in the
+    manifest's ``stages`` under ``key`` with ``info`` (e.g. ``epoch``, ``epochs``, ``segments``: where each run of
+    epochs trained), replacing an earlier stage of that key (maintainers' tool). Returns the file."""
+    weights_dir = weights_dir or paths.weights_dir()
+    f = weights_dir / STAGES / name
+    f.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint({**state, "buffer": None}, f)
+    with _manifest_lock():
+        manifest = read_manifest(weights_dir)
+        stages = manifest.setdefault(STAGES, {})
+        for old in [n for n, i in stages.items() if i.get("key") == key and n != name]:
+            del stages[old]
+            (weights_dir / STAGES / old).unlink(missing_ok=True)
+        stages[name] = {"key": key, "sha256": sha256_file(f), "bytes": f.stat().st_size, **info}
+        write_json(weights_dir / MANIFEST, manifest)
+        _refresh_readme(weights_dir)
+    return f
+
+
+def shipped_stage(key: str, weights_dir: Path | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The shipped training stage of cache key ``key`` and its manifest entry, or None; raises if its SHA-256 is
+    wrong."""
+    weights_dir = weights_dir or paths.weights_dir()
+    for name, info in read_manifest(weights_dir).get(STAGES, {}).items():
+        if info.get("key") == key:
+            f = weights_dir / STAGES / name
+            if not f.is_file():
+                return None
+            if (digest := sha256_file(f)) != info["sha256"]:
+                raise ValueError(f"training stage {f} fails its SHA-256 check ({digest} != {info['sha256']}); "
+                                 f"restore the file from git")
+            return f, info
+    return None
+
+
+def unship_stage(key: str, weights_dir: Path | None = None) -> bool:
+    """Remove the training stage of cache key ``key`` (its model has shipped); returns whether there was one."""
+    weights_dir = weights_dir or paths.weights_dir()
+    with _manifest_lock():
+        manifest = read_manifest(weights_dir)
+        names = [n for n, i in manifest.get(STAGES, {}).items() if i.get("key") == key]
+        for name in names:
+            del manifest[STAGES][name]
+            (weights_dir / STAGES / name).unlink(missing_ok=True)
+        if names:
+            if not manifest[STAGES]:
+                del manifest[STAGES]
+            write_json(weights_dir / MANIFEST, manifest)
+            _refresh_readme(weights_dir)
+    return bool(names)
+
+
 def _refresh_readme(weights_dir: Path) -> None:
     """After a ship or unship into the repository's own ``weights/``, regenerate the README's shipped-weights block
     (a training that ships at its end once left the block stale, and CI failed on it); other folders: nothing."""
@@ -304,7 +365,8 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
     --write-readme`` rewrites it): one row per model or group of generators, with file counts and sizes."""
     import re
 
-    files = read_manifest(weights_dir)["files"]
+    manifest = read_manifest(weights_dir)
+    files, stages = manifest["files"], manifest.get(STAGES, {})
     groups: dict[str, list] = {}
     for name, info in sorted(files.items()):
         m = re.match(r"(.+)-interpretgan-([a-z0-9]+)((?:-x\d+)?(?:-inverter)?(?:-warm)?)\.safetensors$", name)
@@ -317,13 +379,18 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
         else:
             layer, key = None, name.removesuffix(".safetensors")
         groups.setdefault(key, []).append((layer, info))
-    total = sum(info["bytes"] for info in files.values())
-    lines = [f"{len(files)} file{'' if len(files) == 1 else 's'}, {total / 2**20:.1f} MiB in all (limit 160 MiB).", "",
+    total = sum(info["bytes"] for info in (*files.values(), *stages.values()))
+    lines = [f"{len(files)} file{'' if len(files) == 1 else 's'}"
+             + (f" and {len(stages)} training stage{'' if len(stages) == 1 else 's'}" if stages else "")
+             + f", {total / 2**20:.1f} MiB in all (limit 160 MiB).", "",
              "| weights | layers | files | MiB |", "| --- | --- | --- | --- |"]
     for key, items in groups.items():
         layers = ", ".join(layer for layer, _ in items if layer) or "-"
         size = sum(info["bytes"] for _, info in items) / 2**20
         lines.append(f"| {key} | {layers} | {len(items)} | {size:.1f} |")
+    for name, info in sorted(stages.items()):
+        lines.append(f"| {name.removesuffix('.pt')}: a training stage (epoch {info.get('epoch', '?')} of "
+                     f"{info.get('epochs', '?')}; resumes in `weights/stages/`) | - | 1 | {info['bytes'] / 2**20:.1f} |")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -273,6 +273,12 @@ def atta_attack_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, delta: 
     return project(x_adv + step_size * grad.sign(), x, eps) - x
 
 
+def at_buffer_reset(epoch: int, reset_every: int | None) -> bool:
+    """Whether ATTA's perturbation buffer is reset before 0-based ``epoch`` (so a checkpoint written after ``epoch``
+    finished epochs may drop its buffer): ``epoch`` is a positive multiple of ``reset_every``."""
+    return bool(reset_every) and epoch > 0 and epoch % reset_every == 0
+
+
 def rank_and_world() -> tuple[int, int]:
     """(rank, world size) of the default process group, or (0, 1) when not distributed."""
     if dist.is_available() and dist.is_initialized():
@@ -306,7 +312,7 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
                weight_decay: float = 0.0, batch_size: int = 128, reset_every: int | None = None,
                augment: bool = False, warmup_epochs: float = 0.0, seed: int = 0, eval_attack=None, eval_set=None,
                checkpoint: str | Path | None = None, device: str | torch.device = "cpu", progress: bool = True,
-               exact: bool | None = None) -> dict[str, Any]:
+               exact: bool | None = None, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Adversarial training with ATTA-1 (Zheng et al. 2020) and the TRADES loss; returns the history.
 
     Each sample keeps its adversarial perturbation in a :class:`PerturbationBuffer` across epochs
@@ -331,7 +337,11 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     ``train_robust_accuracy`` (on the buffered adversarial images), ``perturbation`` (mean l_inf size
     of the perturbations trained on), ``test_accuracy``, ``robust_accuracy`` (``eval_attack`` on
     ``eval_set``, when given; fractions in [0, 1]), ``seconds``, and ``step``/``step_loss``.
-    With ``checkpoint``, resumes from it when present (at most one epoch lost).
+    With ``checkpoint``, resumes from it when present (at most one epoch lost). A checkpoint whose ``buffer`` is
+    None resumes too when its epoch ends a ``reset_every`` period: the next epoch resets the buffer anyway, so the run
+    is the uninterrupted one (a training stage carried between machines, :func:`interpretgan.cache.ship_stage`).
+    ``on_epoch``, when given, is called on rank 0 after each epoch with the checkpoint's dict (``epoch``, ``model``,
+    ``optimizer``, ``history``, ``rng``, ``buffer``).
     """
     exact = fast.resolve_exact(exact)
     device = torch.device(device)
@@ -351,12 +361,16 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
     start = int(state["epoch"]) if state else 0
     if state:
         history = state["history"]
-        buffer.load_full(state["buffer"])
+        if state.get("buffer") is not None:
+            buffer.load_full(state["buffer"])
+        elif not at_buffer_reset(start, reset_every):
+            raise ValueError(f"{checkpoint} holds no perturbation buffer and its epoch {start} does not end a "
+                             f"reset_every={reset_every} period: the buffer it needs is lost; delete it to start over")
     n = len(train_set)
     steps_per_epoch = train_set.n_batches(batch_size)
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        if reset_every and epoch > 0 and epoch % reset_every == 0:
+        if at_buffer_reset(epoch, reset_every):
             buffer.reset(seed + epoch)
         rate = learning_rate(epoch, lr, lr_milestones, lr_gamma)
         for group in opt.param_groups:
@@ -423,10 +437,15 @@ def train_atta(model: nn.Module, train_set, test_set, *, epochs: int, lr: float,
             print(f"ATTA epoch {epoch + 1}/{epochs}: lr {rate:g}{warm}, TRADES loss {totals[0]:.4f}, mean |delta|_inf "
                   f"{totals[5]:.3f}, test accuracy {test_acc:.4f}, robust accuracy {robust_acc:.4f} "
                   f"({history['seconds'][-1]:.0f} s)")
-        full = buffer.full() if checkpoint is not None else None  # a collective: every rank takes part
-        if checkpoint is not None and rank == 0:
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
-                             "rng": torch.get_rng_state(), "epoch": epoch + 1, "buffer": full}, checkpoint)
+        keep = checkpoint is not None or on_epoch is not None
+        full = buffer.full() if keep else None  # a collective: every rank takes part
+        if keep and rank == 0:
+            state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "history": history,
+                     "rng": torch.get_rng_state(), "epoch": epoch + 1, "buffer": full}
+            if checkpoint is not None:
+                save_checkpoint(state, checkpoint)
+            if on_epoch is not None:
+                on_epoch(state)
         if world > 1:
             dist.barrier()
     model.eval()

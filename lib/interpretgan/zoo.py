@@ -27,7 +27,7 @@ from .attacks import PGD, AttackResult, balanced_accuracy_of, make_attack, predi
 from .data import CELEBA_SUBSET_DIR, DATASETS, DataError, attribute_labels, celeba_source, load
 from .models import JUDGE_ARCHS, build, freeze
 from .profiles import get_profile
-from .training import TRAININGS, rank_and_world, set_seed, train_atta, train_natural
+from .training import TRAININGS, at_buffer_reset, rank_and_world, set_seed, train_atta, train_natural
 
 ARCH_VERSION = 1  # bump when the model or the training loop changes what a setting produces
 ATTA_VERSION = 1  # bump when the adversarial training loop changes what a setting produces
@@ -131,9 +131,10 @@ def _build(settings: dict[str, Any]) -> nn.Module:
     return build(settings["arch"], pooling=settings["pooling"], dropout=settings["dropout"])
 
 
-def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact):
+def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoint, device, progress, exact,
+           on_epoch=None):
     """Train ``model`` on these settings (natural or ATTA; an attribute reader on its attribute); returns the
-    history."""
+    history. ``on_epoch`` (ATTA only): see :func:`~interpretgan.training.train_atta`."""
     dataset = dataset_of(settings)
     train = load(dataset, "train", data_root, size=image_size_of(settings)).subset(settings["n_train"],
                                                                                     seed=settings["n_train_seed"])
@@ -149,7 +150,7 @@ def _train(model: nn.Module, settings: dict[str, Any], test, data_root, checkpoi
     check = PGD(settings["eps"], alpha=settings["eval_step"], steps=settings["eval_steps"], exact=exact)
     return train_atta(model, train, test, eps=settings["eps"], step_size=settings["step"], beta=settings["beta"],
                       reset_every=settings["reset_every"], augment=settings["augment"], eval_attack=check,
-                      warmup_epochs=settings.get("warmup_epochs", 0),
+                      warmup_epochs=settings.get("warmup_epochs", 0), on_epoch=on_epoch,
                       eval_set=test.subset(settings["n_eval"], seed=1), **common)
 
 
@@ -181,14 +182,22 @@ def _ready(model: nn.Module, exact: bool) -> nn.Module:
 
 
 def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_root, device, progress: bool,
-             retrain: bool) -> dict[str, Any]:
+             retrain: bool, stages_as: str | None = None) -> dict[str, Any]:
     """Give ``model`` the weights of ``settings`` through :func:`_through_cache` (training it with :func:`_train`
-    when needed), ready for use; returns the info dict: ``key``, ``settings``, ``source``, ``history``,
-    ``test_accuracy`` (on ``test``, measured now), ``n_test``."""
+    when needed, from a shipped training stage when one is ahead of the artifact cache's checkpoint, and shipping
+    stages as ``weights/stages/<stages_as>`` when given), ready for use; returns the info dict: ``key``,
+    ``settings``, ``source``, ``history``, ``test_accuracy`` (on ``test``, measured now), ``n_test``, and after a
+    training ``segments`` (where each run of epochs trained, see :func:`training_segments`)."""
     exact, key, folder = settings["exact"], cache.settings_key(settings), cache.entry(kind, settings)
+    prior: list[dict] = []
 
     def fit():
-        history = _train(model, settings, test, data_root, folder / "checkpoint.pt", device, progress, exact)
+        checkpoint = folder / "checkpoint.pt"
+        prior.extend(_resume_from_stage(key, checkpoint) if not retrain else [])
+        where = fast.where_it_ran(device, exact, torch.get_num_threads())
+        on_epoch = _stage_shipper(settings, key, stages_as, list(prior), where) if stages_as else None
+        history = _train(model, settings, test, data_root, checkpoint, device, progress, exact, on_epoch)
+        prior[:] = training_segments(history, prior, where)
         return model.state_dict(), history  # after training: the fast path may have replaced the tensors
 
     state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
@@ -197,13 +206,68 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
     pred = predictions(model, test, device=device, exact=exact)
     return {"key": key, "settings": settings, "source": source, "history": history,
             "test_accuracy": float((pred == test.labels).float().mean()),
-            "balanced_accuracy": balanced_accuracy_of(test.labels, pred), "n_test": len(test)}
+            "balanced_accuracy": balanced_accuracy_of(test.labels, pred), "n_test": len(test),
+            **({"segments": prior} if source == "trained" else {})}
+
+
+# ----------------------------------------------------------------------------------------------
+# Training stages: a training longer than a session, carried to the next machine through weights/stages/
+# ----------------------------------------------------------------------------------------------
+
+def training_segments(history: dict[str, list], prior: list[dict], where: str) -> list[dict]:
+    """Where a training's epochs ran: ``prior`` (the segments of the stage it resumed from, each ``{"epochs":
+    [first, last], "on": machine, "minutes": float}``, epochs 1-based and inclusive) and, after them, the epochs of
+    ``history`` up to its last, on ``where``, with their minutes from the history's ``seconds``."""
+    done, end = (prior[-1]["epochs"][1] if prior else 0), len(history["epoch"])
+    if end <= done:
+        return list(prior)
+    return [*prior, {"epochs": [done + 1, end], "on": where,
+                     "minutes": round(sum(history["seconds"][done:end]) / 60, 1)}]
+
+
+def trained_on_text(segments: list[dict]) -> str:
+    """The manifest's ``trained_on`` for these segments: "<machine>, 118 min" for one; for a training carried
+    between machines, each run of epochs with its machine and minutes, then the minutes in all."""
+    if len(segments) == 1:
+        return f"{segments[0]['on']}, {segments[0]['minutes']:.0f} min"
+    parts = [f"epochs {s['epochs'][0]}-{s['epochs'][1]} on {s['on']}, {s['minutes']:.0f} min" for s in segments]
+    return "; ".join(parts) + f" ({sum(s['minutes'] for s in segments):.0f} min in all)"
+
+
+def _resume_from_stage(key: str, checkpoint) -> list[dict]:
+    """Put the shipped training stage of ``key`` in place of the artifact cache's ``checkpoint`` when the stage is
+    further on (or the checkpoint is missing); returns the stage's segments ([] without a stage)."""
+    found = cache.shipped_stage(key)
+    if found is None:
+        return []
+    f, info = found
+    here = cache.read_checkpoint(checkpoint)
+    if here is None or here["epoch"] < info["epoch"]:
+        cache.save_checkpoint(cache.load_checkpoint(f), checkpoint)
+        print(f"resuming from the training stage weights/{cache.STAGES}/{f.name} (epoch {info['epoch']} of "
+              f"{info['epochs']})", flush=True)
+    return info.get("segments", [])
+
+
+def _stage_shipper(settings: dict[str, Any], key: str, name: str, prior: list[dict], where: str):
+    """An ``on_epoch`` callback for :func:`~interpretgan.training.train_atta` that ships the checkpoint as the
+    training stage ``weights/stages/<name>`` after each epoch that ends a buffer-reset period (but the last)."""
+    def on_epoch(state: dict[str, Any]) -> None:
+        if at_buffer_reset(state["epoch"], settings.get("reset_every")) and state["epoch"] < settings["epochs"]:
+            cache.ship_stage(state, name, key, {"epoch": state["epoch"], "epochs": settings["epochs"],
+                                                "segments": training_segments(state["history"], prior, where)})
+    return on_epoch
+
+
+def stage_name(settings: dict[str, Any], profile: str = "default") -> str:
+    """File name of these settings' training stage in ``weights/stages/``."""
+    return shipped_name(settings, profile).removesuffix(".safetensors") + ".pt"
 
 
 def classifier(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
                data_root: str | None = None, retrain: bool = False, device: str | torch.device | None = None,
                progress: bool = True, exact: bool | None = None, dataset: str = "mnist",
-               arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+               arch: str | None = None, ship_stages: bool = False) -> tuple[nn.Module, dict[str, Any]]:
     """The trained classifier for these settings, in eval mode on ``device``, and an info dict.
 
     info: ``key`` (cache key), ``settings``, ``source`` ("cache" | "shipped" | "trained"),
@@ -213,14 +277,18 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     (None: $INTERPRETGAN_EXACT) trains and evaluates in plain fp32 instead of the fast path.
     ``training="atta"`` trains adversarially (ATTA-1 + TRADES, the profile's ``atta`` schedule);
     ``dataset="cifar10"`` with ``arch`` "vgg16" | "wrn" gives the CIFAR-10 models of Table 3. Under
-    ``torchrun`` every process trains its shard and rank 0 writes the cache.
+    ``torchrun`` every process trains its shard and rank 0 writes the cache. A training resumes from a training
+    stage shipped in ``weights/stages/`` when it is further on than the artifact cache; ``ship_stages=True``
+    (maintainers, ATTA) ships one there after each epoch that ends a buffer-reset period, so a training longer than
+    a session goes on, on another machine, from the last stage shipped.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     settings = classifier_settings(profile, pooling, training, seed, exact, dataset, arch, data_root)
     set_seed(seed)  # the initialisation
     model = _build(settings).to(device)
     test = test_set(profile, settings, data_root)
-    return model, _trained(model, "classifiers", settings, test, data_root, device, progress, retrain)
+    return model, _trained(model, "classifiers", settings, test, data_root, device, progress, retrain,
+                           stage_name(settings, profile) if ship_stages and training == "atta" else None)
 
 
 def classifier_source(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
@@ -575,22 +643,50 @@ def train_and_ship(spec: str, profile: str = "default", dtype: torch.dtype | Non
     Returns the info of :func:`classifier` plus ``shipped`` (the file name) and ``minutes`` (this call's)."""
     import time
 
+    t0 = time.perf_counter()
+    _, info = classifier(profile, data_root=data_root, progress=progress, ship_stages=True, **parse_spec(spec))
+    if info["source"] == "shipped":
+        return {**info, "shipped": None, "minutes": (time.perf_counter() - t0) / 60}
+    name = ship_classifier(profile, dtype=dtype, **parse_spec(spec),
+                           trained_on=trained_on_text(info["segments"]) if info["source"] == "trained" else None)
+    cache.unship_stage(info["key"])
+    return {**info, "shipped": name, "minutes": (time.perf_counter() - t0) / 60}
+
+
+def parse_spec(spec: str) -> dict[str, Any]:
+    """``dataset:arch:pooling:training:seed`` (e.g. ``cifar10:vgg16:avg:atta:1``; MNIST's arch is ``smallcnn``) as
+    :func:`classifier`'s keywords."""
     parts = spec.split(":")
     if len(parts) != 5:
         raise ValueError(f"a model is dataset:arch:pooling:training:seed, e.g. cifar10:vgg16:avg:atta:1; got {spec!r}")
     dataset, arch, pooling, training, seed = parts
-    arch = None if arch == "smallcnn" else arch
-    t0 = time.perf_counter()
-    _, info = classifier(profile, pooling=pooling, training=training, seed=int(seed), data_root=data_root,
-                         dataset=dataset, arch=arch, progress=progress)
-    trained = sum(info["history"].get("seconds", [])) / 60
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    trained_on = f"{fast.where_it_ran(device, False, torch.get_num_threads())}, {trained:.0f} min"
-    if info["source"] == "shipped":
-        return {**info, "shipped": None, "minutes": (time.perf_counter() - t0) / 60}
-    name = ship_classifier(profile, pooling, training, int(seed), dataset=dataset, arch=arch, dtype=dtype,
-                           trained_on=trained_on if info["source"] == "trained" else None)
-    return {**info, "shipped": name, "minutes": (time.perf_counter() - t0) / 60}
+    return {"dataset": dataset, "arch": None if arch == "smallcnn" else arch, "pooling": pooling,
+            "training": training, "seed": int(seed)}
+
+
+def ship_training_stage(spec: str, profile: str = "default", data_root: str | None = None) -> str:
+    """Ship the artifact cache's checkpoint of the ATTA training ``spec`` (see :func:`parse_spec`) as its training
+    stage in ``weights/stages/`` (maintainers' tool, for a run started without ``ship_stages``); the checkpoint's
+    epoch must end a buffer-reset period. Its epochs count as trained on this machine (after those of a shipped
+    stage it resumed from). Returns the stage's file name."""
+    kw = parse_spec(spec)
+    settings = classifier_settings(profile, exact=None, data_root=data_root, **kw)
+    key = cache.settings_key(settings)
+    checkpoint = cache.entry_folder("classifiers", settings) / "checkpoint.pt"
+    state = cache.read_checkpoint(checkpoint)
+    if state is None:
+        raise FileNotFoundError(f"no training checkpoint of {spec} in {checkpoint.parent}")
+    epoch, every = state["epoch"], settings.get("reset_every")
+    if not at_buffer_reset(epoch, every) or epoch >= settings["epochs"]:
+        raise ValueError(f"{spec}'s checkpoint is at epoch {epoch}: a stage is taken after an epoch that ends a "
+                         f"buffer-reset period (every {every}) before the last ({settings['epochs']})")
+    found = cache.shipped_stage(key)
+    prior = found[1].get("segments", []) if found and found[1]["epoch"] < epoch else []
+    where = fast.where_it_ran(torch.device("cpu"), settings["exact"], torch.get_num_threads())
+    name = stage_name(settings, profile)
+    cache.ship_stage(state, name, key, {"epoch": epoch, "epochs": settings["epochs"],
+                                        "segments": training_segments(state["history"], prior, where)})
+    return name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,7 +700,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default")
     ap.add_argument("--fp32", action="store_true", help="ship fp32 weights (default: fp16, half the size)")
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--ship-stage", action="store_true",
+                    help="train nothing: ship each model's artifact checkpoint (at a buffer reset) as its training "
+                         "stage in weights/stages/, for a run started without stages")
     args = ap.parse_args(argv)
+    if args.ship_stage:
+        for spec in args.models:
+            print(f"{spec}: training stage shipped as weights/{cache.STAGES}/"
+                  f"{ship_training_stage(spec, args.profile, args.data_root)}", flush=True)
+        return 0
     for spec in args.models:
         try:
             out = train_and_ship(spec, args.profile, None if args.fp32 else torch.float16, args.data_root)
