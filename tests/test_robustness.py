@@ -1,4 +1,6 @@
 """The pooling study's evaluation: shared PGD runs, APGD parity with torchattacks, transfer, seed summaries."""
+import time
+
 import pandas as pd
 import pytest
 import torch
@@ -216,9 +218,14 @@ def test_an_interrupted_evaluation_goes_on_to_what_an_uninterrupted_one_gives(we
             evaluate(weak_model, s, attacks, resume=partial, save_every=0, **kw)
     finally:
         handle.remove()
-    assert torch.load(partial, weights_only=True)["batches"] == 2
+    saved = torch.load(partial, weights_only=True)
+    assert saved["batches"] == 2 and saved["seconds"] > 0
+    torch.save({**saved, "seconds": 1000.0}, partial)  # as if the first process had run 1,000 s
     torch.manual_seed(123)  # whatever the global generator holds now, the run goes on from the saved state
+    t0 = time.monotonic()
     again = evaluate(weak_model, s, attacks, resume=partial, save_every=0, **kw)
+    assert 1000.0 < again.seconds <= 1000.0 + time.monotonic() - t0  # the earlier process's seconds counted
+    assert 0 < whole.seconds < 1000.0
     for name in ["clean", *attacks]:
         assert torch.equal(again.correct[name], whole.correct[name]), name
     assert torch.equal(again.adversarial["pgd5"], whole.adversarial["pgd5"])
@@ -244,3 +251,23 @@ def test_an_interrupted_apgd_goes_on_to_what_an_uninterrupted_one_gives(weak_mod
         handle.remove()
     assert torch.load(partial, weights_only=True)["batches"] == 1
     assert torch.equal(apgd(weak_model, s, resume=partial, save_every=0, **kw), whole)
+
+
+def test_cached_apgd_records_its_seconds_with_those_of_an_interrupted_run(weak_model, test_set, monkeypatch):
+    """Table 3's "evaluated in" minutes: the cache keeps what a run took, the earlier processes of an interrupted run
+    included (a resumed record once counted only its last process), and gives it back with the result."""
+    from interpretgan import cache, robustness
+    from interpretgan.robustness import apgd_cached
+
+    s = test_set.subset(80)
+    info = {"key": "seconds-test", "settings": {"exact": True}}
+    settings = {"kind": "apgd", "classifier": "seconds-test", "loss": "ce", "steps": 5, "eps": 0.1, "test": s.name,
+                "n": len(s), "indices_sum": int(s.indices.sum()), "seed": 0, "exact": True}
+    partial = cache.entry("evaluations", settings) / "apgd.partial.pt"
+    monkeypatch.setattr(robustness, "apgd", lambda *a, **kw: torch.ones(len(s), dtype=torch.bool))
+    cache.save_checkpoint({"seconds": 600.0}, partial)  # an earlier process's 10 minutes
+    t0 = time.monotonic()
+    correct, seconds = apgd_cached(weak_model, info, s, 0.1, "ce", steps=5, progress=False, timed=True)
+    assert correct.all() and 600.0 <= seconds <= 600.0 + time.monotonic() - t0 and not partial.exists()
+    again = apgd_cached(weak_model, info, s, 0.1, "ce", steps=5, progress=False, timed=True)
+    assert again[1] == seconds and torch.equal(apgd_cached(weak_model, info, s, 0.1, "ce", steps=5), correct)

@@ -49,6 +49,7 @@ class Evaluation:
     adversarial: dict[str, torch.Tensor] = field(default_factory=dict)
     n_images: dict[str, int] = field(default_factory=dict)  # images behind each figure where they differ ("clean" too)
     positions: dict[str, torch.Tensor] = field(default_factory=dict)  # attacks run on part of the test set: where
+    seconds: float | None = None  # what the run took, an interrupted run's earlier processes included (None: unknown)
 
     def correct_at(self, name: str, at: torch.Tensor) -> torch.Tensor:
         """Per-image correctness (bool) under ``name`` at the positions ``at`` of the test set; an attack run on a
@@ -125,7 +126,7 @@ def evaluate(model: nn.Module, test, attacks: Iterable[str], eps: float | str, d
     per_image = {k: torch.cat(v) for k, v in correct.items()}
     return Evaluation(clean=per_image["clean"].sum().item() / len(test),
                       robust={a: per_image[a].sum().item() / len(test) for a in attacks},
-                      correct=per_image, adversarial={k: torch.cat(v) for k, v in kept.items()})
+                      correct=per_image, adversarial={k: torch.cat(v) for k, v in kept.items()}, seconds=job.seconds)
 
 
 def _get_rng(device: torch.device) -> dict[str, torch.Tensor]:
@@ -159,6 +160,12 @@ class _Resumable:
         self.partial = saved if saved is not None and saved.get("run") == run else None
         self.start = self.partial["batches"] if self.partial is not None else 0
         self.total, self._saved_at = None, time.monotonic()
+        self._began, self._before = self._saved_at, seconds_done(self.partial)
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of work so far: this process's and those the partial run it went on from had saved."""
+        return self._before + time.monotonic() - self._began
 
     def batches(self, test, device: torch.device, desc: str, progress: bool):
         """``(b, (x, y))`` from the first batch not done (batches of ``run["batch_size"]``), ``b`` counting batches
@@ -173,8 +180,14 @@ class _Resumable:
         return self.path is not None and b < self.total and time.monotonic() - self._saved_at >= self.save_every
 
     def save(self, b: int, **state: Any) -> None:
-        cache.save_checkpoint({"run": self.run, "batches": b, **state}, self.path)
+        cache.save_checkpoint({"run": self.run, "batches": b, "seconds": self.seconds, **state}, self.path)
         self._saved_at = time.monotonic()
+
+
+def seconds_done(partial: dict[str, Any] | None) -> float:
+    """The seconds of work a saved partial run (:func:`evaluate`'s or :func:`apgd`'s ``resume`` file, as read) had
+    done: 0 without one (or from before they were saved)."""
+    return float(partial.get("seconds", 0.0)) if partial is not None else 0.0
 
 
 def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Iterable[str], eps: float | str,
@@ -196,7 +209,7 @@ def evaluate_cached(model: nn.Module, info: dict[str, Any], test, attacks: Itera
     ev = evaluate(model, test, attacks, eps, dataset=dataset, keep=keep, exact=exact, seed=seed, progress=progress,
                   batch_size=batch_size, resume=partial, **kwargs)
     cache.save_checkpoint({"clean": ev.clean, "robust": ev.robust, "correct": ev.correct,
-                           "adversarial": ev.adversarial}, f)
+                           "adversarial": ev.adversarial, "seconds": ev.seconds}, f)
     partial.unlink(missing_ok=True)
     return ev
 
@@ -447,20 +460,23 @@ def table_with_paper(summary: pd.DataFrame, paper: dict, attacks: Iterable[str],
 
 
 def apgd_cached(model: nn.Module, info: dict[str, Any], test, eps: float | str, loss: str, steps: int = 100,
-                seed: int = 0, progress: bool = True) -> torch.Tensor:
-    """:func:`apgd` through the artifact cache (keyed by the classifier, the images and the settings)."""
+                seed: int = 0, progress: bool = True, timed: bool = False) -> torch.Tensor | tuple[torch.Tensor, float | None]:
+    """:func:`apgd` through the artifact cache (keyed by the classifier, the images and the settings). With ``timed``,
+    ``(correct, seconds)``: the seconds the run took, an interrupted run's earlier processes included (None for an
+    entry cached before they were recorded)."""
     settings = {"kind": "apgd", "classifier": info["key"], "loss": loss, "steps": steps, "eps": check_epsilon(eps),
                 "test": test.name, "n": len(test), "indices_sum": int(test.indices.sum()), "seed": seed,
                 "exact": info["settings"]["exact"]}
     f = cache.entry("evaluations", settings) / "apgd.pt"
-    if (done := cache.read_checkpoint(f)) is not None:
-        return done["correct"]
-    partial = f.with_name("apgd.partial.pt")  # an interrupted run goes on from here
-    correct = apgd(model, test, eps, loss=loss, steps=steps, exact=info["settings"]["exact"], seed=seed,
-                   progress=progress, resume=partial)
-    cache.save_checkpoint({"correct": correct}, f)
-    partial.unlink(missing_ok=True)
-    return correct
+    if (done := cache.read_checkpoint(f)) is None:
+        partial = f.with_name("apgd.partial.pt")  # an interrupted run goes on from here
+        t0, before = time.monotonic(), seconds_done(cache.read_checkpoint(partial))
+        correct = apgd(model, test, eps, loss=loss, steps=steps, exact=info["settings"]["exact"], seed=seed,
+                       progress=progress, resume=partial)
+        done = {"correct": correct, "seconds": before + time.monotonic() - t0}
+        cache.save_checkpoint(done, f)
+        partial.unlink(missing_ok=True)
+    return (done["correct"], done.get("seconds")) if timed else done["correct"]
 
 
 def masking_positions(n_test: int, n_images: int, seed: int = 0) -> torch.Tensor:

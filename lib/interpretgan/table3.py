@@ -23,7 +23,6 @@ between natural and PGD-20 images with its 95% interval, and the share of untied
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -89,10 +88,10 @@ def _index_change(model, split, x_adv: torch.Tensor) -> dict[str, list[float]]:
                    round(float(r.changed_untied), 4)] for name, r in change.iterrows()}
 
 
-def _minutes(seconds: float) -> float | None:
-    """Minutes of a step, or None when it took under 5 s: read from the artifact cache, not timed here (one model's
-    attacks on 10,000 images take many minutes on any machine)."""
-    return round(seconds / 60, 1) if seconds >= 5 else None
+def _minutes(*seconds: float | None) -> float | None:
+    """The minutes of a step's runs in all (their seconds as the cache recorded them, an interrupted run's earlier
+    processes included), or None when any came from a cache entry written before runs were timed."""
+    return None if any(s is None for s in seconds) else round(sum(seconds) / 60, 1)
 
 
 def record_model(arch: str, pooling: str, seed: int, profile: str = "default", data_root: str | None = None,
@@ -104,19 +103,18 @@ def record_model(arch: str, pooling: str, seed: int, profile: str = "default", d
     model, info, name = _model(arch, pooling, seed, profile, data_root, exact)
     threads = torch.get_num_threads()  # before fast.machine(), which sets them to the cores this process may use
     split = _test_split(data_root, n_test)
-    t0 = time.perf_counter()
     ev = _full_evaluation(model, info, split, progress)
-    t1 = time.perf_counter()
     at = masking_positions(len(split), p.n_apgd)
     sub = split.take(at)
-    apgd = {loss: apgd_cached(model, info, sub, EPS, loss, p.cifar_apgd_steps, 0, progress) for loss in ("ce", "dlr")}
-    t2 = time.perf_counter()
+    timed = {loss: apgd_cached(model, info, sub, EPS, loss, p.cifar_apgd_steps, 0, progress, timed=True)
+             for loss in ("ce", "dlr")}
+    apgd = {loss: correct for loss, (correct, _) in timed.items()}
     rec = {"test_images": len(split), "data": cifar10_source(data_root), "eps": EPS,
            "accuracy": {"clean": round(ev.clean, 4), **{a: round(ev.robust[a], 4) for a in ATTACKS}},
            "masking": {"n_images": len(at), "apgd_steps": p.cifar_apgd_steps,
                        "pgd20": round(ev.correct["pgd20"][at].float().mean().item(), 4),
                        **{f"apgd_{k}": round(v.float().mean().item(), 4) for k, v in apgd.items()}},
-           "minutes": {"attacks": _minutes(t1 - t0), "apgd": _minutes(t2 - t1)},
+           "minutes": {"attacks": _minutes(ev.seconds), "apgd": _minutes(*(sec for _, sec in timed.values()))},
            "evaluated_on": fast.where_it_ran(next(model.parameters()).device, info["settings"]["exact"], threads)}
     if pooling == "max":
         rec["index_change"] = _index_change(model, split, ev.adversarial["pgd20"])
