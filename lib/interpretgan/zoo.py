@@ -187,17 +187,18 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
     when needed, from a shipped training stage when one is ahead of the artifact cache's checkpoint, and shipping
     stages as ``weights/stages/<stages_as>`` when given), ready for use; returns the info dict: ``key``,
     ``settings``, ``source``, ``history``, ``test_accuracy`` (on ``test``, measured now), ``n_test``, and after a
-    training ``segments`` (where each run of epochs trained, see :func:`training_segments`)."""
+    training ``resumed_segments`` (those of the shipped stage it went on from, see :func:`training_segments`; [] for
+    none)."""
     exact, key, folder = settings["exact"], cache.settings_key(settings), cache.entry(kind, settings)
-    prior: list[dict] = []
+    resumed: list[dict] = []
 
     def fit():
         checkpoint = folder / "checkpoint.pt"
-        prior.extend(_resume_from_stage(key, checkpoint) if not retrain else [])
-        where = fast.where_it_ran(device, exact, torch.get_num_threads())
-        on_epoch = _stage_shipper(settings, key, stages_as, list(prior), where) if stages_as else None
+        if not retrain:
+            resumed.extend(_resume_from_stage(key, checkpoint))
+        on_epoch = (_stage_shipper(settings, key, stages_as, list(resumed), device, torch.get_num_threads())
+                    if stages_as else None)
         history = _train(model, settings, test, data_root, checkpoint, device, progress, exact, on_epoch)
-        prior[:] = training_segments(history, prior, where)
         return model.state_dict(), history  # after training: the fast path may have replaced the tensors
 
     state, source, history = _through_cache(folder, key, "model.safetensors", retrain, fit)
@@ -207,7 +208,7 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
     return {"key": key, "settings": settings, "source": source, "history": history,
             "test_accuracy": float((pred == test.labels).float().mean()),
             "balanced_accuracy": balanced_accuracy_of(test.labels, pred), "n_test": len(test),
-            **({"segments": prior} if source == "trained" else {})}
+            **({"resumed_segments": resumed} if source == "trained" else {})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,11 +250,13 @@ def _resume_from_stage(key: str, checkpoint) -> list[dict]:
     return info.get("segments", [])
 
 
-def _stage_shipper(settings: dict[str, Any], key: str, name: str, prior: list[dict], where: str):
+def _stage_shipper(settings: dict[str, Any], key: str, name: str, prior: list[dict], device, threads: int):
     """An ``on_epoch`` callback for :func:`~interpretgan.training.train_atta` that ships the checkpoint as the
-    training stage ``weights/stages/<name>`` after each epoch that ends a buffer-reset period (but the last)."""
+    training stage ``weights/stages/<name>`` after each epoch that ends a buffer-reset period (but the last); its
+    epochs after ``prior``'s count as trained on ``device`` with ``threads``."""
     def on_epoch(state: dict[str, Any]) -> None:
         if at_buffer_reset(state["epoch"], settings.get("reset_every")) and state["epoch"] < settings["epochs"]:
+            where = fast.where_it_ran(device, settings["exact"], threads)
             cache.ship_stage(state, name, key, {"epoch": state["epoch"], "epochs": settings["epochs"],
                                                 "segments": training_segments(state["history"], prior, where)})
     return on_epoch
@@ -647,8 +650,12 @@ def train_and_ship(spec: str, profile: str = "default", dtype: torch.dtype | Non
     _, info = classifier(profile, data_root=data_root, progress=progress, ship_stages=True, **parse_spec(spec))
     if info["source"] == "shipped":
         return {**info, "shipped": None, "minutes": (time.perf_counter() - t0) / 60}
-    name = ship_classifier(profile, dtype=dtype, **parse_spec(spec),
-                           trained_on=trained_on_text(info["segments"]) if info["source"] == "trained" else None)
+    trained_on = None
+    if info["source"] == "trained":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        where = fast.where_it_ran(device, info["settings"]["exact"], torch.get_num_threads())
+        trained_on = trained_on_text(training_segments(info["history"], info["resumed_segments"], where))
+    name = ship_classifier(profile, dtype=dtype, trained_on=trained_on, **parse_spec(spec))
     cache.unship_stage(info["key"])
     return {**info, "shipped": name, "minutes": (time.perf_counter() - t0) / 60}
 
