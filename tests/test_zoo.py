@@ -326,3 +326,16 @@ def test_a_training_carried_to_another_machine_through_a_stage_ends_as_the_unint
     assert cache.read_manifest(ref_weights)["files"][name]["trained_on"] == "machine c, 0 min"
     got, ref = (cache.load_weights(w / name, dtype=None) for w in (weights, ref_weights))
     assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_training_segments_say_which_epochs_ran_where_and_join_a_machines_runs():
+    history = {"epoch": list(range(1, 31)), "seconds": [60.0] * 30}
+    a = zoo.training_segments({"epoch": history["epoch"][:10], "seconds": history["seconds"][:10]}, [], "A")
+    assert a == [{"epochs": [1, 10], "on": "A", "minutes": 10.0}]
+    a20 = zoo.training_segments({k: v[:20] for k, v in history.items()}, a, "A")  # a second stage on the same machine
+    assert a20 == [{"epochs": [1, 20], "on": "A", "minutes": 20.0}]
+    b = zoo.training_segments(history, a20, "B")
+    assert b == [a20[0], {"epochs": [21, 30], "on": "B", "minutes": 10.0}]
+    assert zoo.training_segments(history, b, "B") == b  # nothing trained since
+    assert zoo.trained_on_text(b) == "epochs 1-20 on A, 20 min; epochs 21-30 on B, 10 min (30 min in all)"
+    assert zoo.trained_on_text(a) == "A, 10 min"

@@ -218,12 +218,17 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
 def training_segments(history: dict[str, list], prior: list[dict], where: str) -> list[dict]:
     """Where a training's epochs ran: ``prior`` (the segments of the stage it resumed from, each ``{"epochs":
     [first, last], "on": machine, "minutes": float}``, epochs 1-based and inclusive) and, after them, the epochs of
-    ``history`` up to its last, on ``where``, with their minutes from the history's ``seconds``."""
+    ``history`` up to its last, on ``where``, with their minutes from the history's ``seconds`` (one segment with the
+    last of ``prior`` when that ran on ``where`` too)."""
     done, end = (prior[-1]["epochs"][1] if prior else 0), len(history["epoch"])
     if end <= done:
         return list(prior)
-    return [*prior, {"epochs": [done + 1, end], "on": where,
-                     "minutes": round(sum(history["seconds"][done:end]) / 60, 1)}]
+    minutes = sum(history["seconds"][done:end]) / 60
+    if prior and prior[-1]["on"] == where:
+        last = prior[-1]
+        return [*prior[:-1], {"epochs": [last["epochs"][0], end], "on": where,
+                              "minutes": round(last["minutes"] + minutes, 1)}]
+    return [*prior, {"epochs": [done + 1, end], "on": where, "minutes": round(minutes, 1)}]
 
 
 def trained_on_text(segments: list[dict]) -> str:
