@@ -238,7 +238,7 @@ def test_shipping_into_the_repositorys_weights_keeps_the_readme_block_current(tm
 
 
 def test_a_training_stage_ships_by_key_replaces_its_last_and_goes_when_its_model_ships(tmp_path, monkeypatch):
-    """A training longer than a session ships a stage into weights/stages/ (its buffer dropped), found by key with its
+    """A training longer than a session ships a stage into weights/ as safetensors (its buffer dropped), found by key with its
     SHA-256 checked; a later stage of the same key replaces the earlier file; the README block counts it; unshipping
     removes file and entry, and a stage of another key stays."""
     from interpretgan import paths
@@ -252,17 +252,17 @@ def test_a_training_stage_ships_by_key_replaces_its_last_and_goes_when_its_model
     monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "artifacts"))
     cache.ship({"w": torch.ones(3)}, "done.safetensors", "kd", {}, weights_dir=weights)
     state = {"model": {"w": torch.arange(4.0)}, "epoch": 10, "buffer": torch.ones(100, 3, 8, 8)}
-    cache.ship_stage(state, "m-old.pt", "km", {"epoch": 10, "epochs": 38}, weights_dir=weights)
-    cache.ship_stage({**state, "epoch": 20}, "m.pt", "km", {"epoch": 20, "epochs": 38}, weights_dir=weights)
-    cache.ship_stage(state, "other.pt", "ko", {"epoch": 10, "epochs": 38}, weights_dir=weights)
-    assert sorted(p.name for p in (weights / "stages").iterdir()) == ["m.pt", "other.pt"]
+    cache.ship_stage(state, "m-old.stage.safetensors", "km", {"epoch": 10, "epochs": 38}, weights_dir=weights)
+    cache.ship_stage({**state, "epoch": 20}, "m.stage.safetensors", "km", {"epoch": 20, "epochs": 38}, weights_dir=weights)
+    cache.ship_stage(state, "other.stage.safetensors", "ko", {"epoch": 10, "epochs": 38}, weights_dir=weights)
+    assert sorted(p.name for p in weights.glob("*.stage.safetensors")) == ["m.stage.safetensors", "other.stage.safetensors"]
     f, info = cache.shipped_stage("km", weights)
-    assert f.name == "m.pt" and info["epoch"] == 20 and cache.shipped_stage("kx", weights) is None
-    saved = cache.load_checkpoint(f)
+    assert f.name == "m.stage.safetensors" and info["epoch"] == 20 and cache.shipped_stage("kx", weights) is None
+    saved = cache.load_stage(f)
     assert saved["buffer"] is None and saved["epoch"] == 20 and torch.equal(saved["model"]["w"], torch.arange(4.0))
     assert cache.shipped("kd", weights) is not None  # the finished weights are untouched
     text = (repo / "README.md").read_text()
-    assert "1 file and 2 training stages" in text and "| m: a training stage (epoch 20 of 38;" in text
+    assert "1 file and 2 training stages" in text and "| m: a training stage (epoch 20 of 38, resumable)" in text
     f.write_bytes(f.read_bytes() + b"x")
     with pytest.raises(ValueError, match="SHA-256"):
         cache.shipped_stage("km", weights)

@@ -301,7 +301,7 @@ def test_a_training_carried_to_another_machine_through_a_stage_ends_as_the_unint
             with pytest.raises(_Killed):
                 zoo.train_and_ship(spec, "smoke", progress=False)
             (stage, info), = cache.read_manifest(weights)["stages"].items()
-            assert stage == "mnist-smallcnn-max-atta-seed0-smoke.pt" and info["epoch"] == 1 and info["epochs"] == 2
+            assert stage == "mnist-smallcnn-max-atta-seed0-smoke.stage.safetensors" and info["epoch"] == 1 and info["epochs"] == 2
             assert [s["epochs"] for s in info["segments"]] == [[1, 1]]
             # a run started without stages ships the same stage from its artifact checkpoint by command
             monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(tmp_path / "by_hand"))
@@ -309,16 +309,16 @@ def test_a_training_carried_to_another_machine_through_a_stage_ends_as_the_unint
             assert zoo.main([spec, "--profile", "smoke", "--ship-stage"]) == 0
             by_hand = cache.read_manifest(tmp_path / "by_hand")["stages"][stage]
             assert by_hand["segments"] == info["segments"] and by_hand["epoch"] == 1
-            saved = [cache.load_checkpoint(w / "stages" / stage)["model"] for w in (weights, tmp_path / "by_hand")]
+            saved = [cache.load_stage(w / stage)["model"] for w in (weights, tmp_path / "by_hand")]
             assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
         else:
             out = zoo.train_and_ship(spec, "smoke", progress=False)
-    assert "resuming from the training stage weights/stages/mnist-smallcnn-max-atta-seed0-smoke.pt" in \
+    assert "resuming from the training stage weights/mnist-smallcnn-max-atta-seed0-smoke.stage.safetensors" in \
         capsys.readouterr().out
     assert out["source"] == "trained" and out["history"]["epoch"] == [1, 2]
     entry = cache.read_manifest(weights)["files"][name]
     assert entry["trained_on"].startswith("epochs 1-1 on machine a, 0 min; epochs 2-2 on machine b, 0 min")
-    assert "stages" not in cache.read_manifest(weights) and not any((weights / "stages").iterdir())
+    assert "stages" not in cache.read_manifest(weights) and not any(weights.glob("*.stage.safetensors"))
     monkeypatch.setenv("INTERPRETGAN_ARTIFACTS", str(tmp_path / "c"))
     monkeypatch.setenv("INTERPRETGAN_WEIGHTS", str(ref_weights))
     monkeypatch.setattr(fast, "where_it_ran", lambda *a: "machine c")

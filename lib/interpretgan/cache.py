@@ -13,8 +13,8 @@ notebook directly. A changed setting gives a new key, so a stale model is never 
 - Files are written readable by everyone the umask allows (0644 by default), safetensors included.
 - Shipped weights: ``weights/MANIFEST.json`` maps file names to their cache key, settings and
   SHA-256; :func:`shipped` returns a file only when its key matches and its hash checks out.
-- Training stages: a training longer than a session ships a resumable checkpoint into ``weights/stages/``
-  (:func:`ship_stage`, recorded under the manifest's ``stages``), which a later session on another machine,
+- Training stages: a training longer than a session ships a resumable checkpoint into ``weights/`` as
+  ``<model>.stage.safetensors`` (:func:`ship_stage`, recorded under the manifest's ``stages``), which a later session on another machine,
   without the artifact folder, resumes from (:func:`shipped_stage`); the finished model's ship removes it.
 """
 from __future__ import annotations
@@ -265,25 +265,63 @@ def ship(state_dict: dict[str, torch.Tensor], name: str, key: str, settings: dic
     return f
 
 
-STAGES = "stages"
+STAGES = "stages"  # the manifest's section of training stages
+
+
+def _split_tensors(obj: Any, tensors: dict[str, torch.Tensor], path: str = "t") -> Any:
+    """``obj`` (dicts, lists, numbers, strings, tensors) as JSON with each tensor moved into ``tensors`` under a
+    name and left as ``{"tensor": name}``; dicts become ``{"dict": [[key, value], ...]}`` (an optimiser's state is
+    keyed by integers, which JSON objects would turn into strings)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().cpu().contiguous()
+        return {"tensor": path}
+    if isinstance(obj, dict):
+        return {"dict": [[k, _split_tensors(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return [_split_tensors(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    return obj
+
+
+def _join_tensors(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`_split_tensors`."""
+    if isinstance(obj, dict):
+        if "tensor" in obj:
+            return tensors[obj["tensor"]]
+        return {k: _join_tensors(v, tensors) for k, v in obj["dict"]}
+    if isinstance(obj, list):
+        return [_join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def load_stage(path: str | os.PathLike) -> dict[str, Any]:
+    """A training stage written by :func:`ship_stage`: the checkpoint dict (its ``buffer`` None)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        skeleton = json.loads(f.metadata()["checkpoint"])
+    return _join_tensors(skeleton, tensors)
 
 
 def ship_stage(state: dict[str, Any], name: str, key: str, info: dict[str, Any],
                weights_dir: Path | None = None) -> Path:
     """Write the training checkpoint ``state`` (a dict of :func:`save_checkpoint`; its ATTA perturbation buffer is
-    dropped: a stage is taken where the buffer is reset anyway) to ``weights/stages/<name>`` and record it in the
+    dropped: a stage is taken where the buffer is reset anyway) as safetensors to ``weights/<name>`` (the tensors; the
+    rest, e.g. the history, as JSON in its metadata; read back with :func:`load_stage`) and record it in the
     manifest's ``stages`` under ``key`` with ``info`` (e.g. ``epoch``, ``epochs``, ``segments``: where each run of
     epochs trained), replacing an earlier stage of that key (maintainers' tool). Returns the file."""
     weights_dir = weights_dir or paths.weights_dir()
-    f = weights_dir / STAGES / name
-    f.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint({**state, "buffer": None}, f)
+    f = weights_dir / name
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split_tensors({**state, "buffer": None}, tensors)
+    with atomic_path(f) as tmp:
+        save_file(tensors, str(tmp), metadata={"key": key, "checkpoint": json.dumps(skeleton)})
     with _manifest_lock():
         manifest = read_manifest(weights_dir)
         stages = manifest.setdefault(STAGES, {})
         for old in [n for n, i in stages.items() if i.get("key") == key and n != name]:
             del stages[old]
-            (weights_dir / STAGES / old).unlink(missing_ok=True)
+            (weights_dir / old).unlink(missing_ok=True)
         stages[name] = {"key": key, "sha256": sha256_file(f), "bytes": f.stat().st_size, **info}
         write_json(weights_dir / MANIFEST, manifest)
         _refresh_readme(weights_dir)
@@ -296,7 +334,7 @@ def shipped_stage(key: str, weights_dir: Path | None = None) -> tuple[Path, dict
     weights_dir = weights_dir or paths.weights_dir()
     for name, info in read_manifest(weights_dir).get(STAGES, {}).items():
         if info.get("key") == key:
-            f = weights_dir / STAGES / name
+            f = weights_dir / name
             if not f.is_file():
                 return None
             if (digest := sha256_file(f)) != info["sha256"]:
@@ -314,7 +352,7 @@ def unship_stage(key: str, weights_dir: Path | None = None) -> bool:
         names = [n for n, i in manifest.get(STAGES, {}).items() if i.get("key") == key]
         for name in names:
             del manifest[STAGES][name]
-            (weights_dir / STAGES / name).unlink(missing_ok=True)
+            (weights_dir / name).unlink(missing_ok=True)
         if names:
             if not manifest[STAGES]:
                 del manifest[STAGES]
@@ -389,8 +427,8 @@ def shipped_summary(weights_dir: Path | None = None) -> str:
         size = sum(info["bytes"] for _, info in items) / 2**20
         lines.append(f"| {key} | {layers} | {len(items)} | {size:.1f} |")
     for name, info in sorted(stages.items()):
-        lines.append(f"| {name.removesuffix('.pt')}: a training stage (epoch {info.get('epoch', '?')} of "
-                     f"{info.get('epochs', '?')}; resumes in `weights/stages/`) | - | 1 | {info['bytes'] / 2**20:.1f} |")
+        lines.append(f"| {name.removesuffix('.stage.safetensors')}: a training stage (epoch {info.get('epoch', '?')} "
+                     f"of {info.get('epochs', '?')}, resumable) | - | 1 | {info['bytes'] / 2**20:.1f} |")
     return "\n".join(lines)
 
 

@@ -185,7 +185,7 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
              retrain: bool, stages_as: str | None = None) -> dict[str, Any]:
     """Give ``model`` the weights of ``settings`` through :func:`_through_cache` (training it with :func:`_train`
     when needed, from a shipped training stage when one is ahead of the artifact cache's checkpoint, and shipping
-    stages as ``weights/stages/<stages_as>`` when given), ready for use; returns the info dict: ``key``,
+    stages as ``weights/<stages_as>`` when given), ready for use; returns the info dict: ``key``,
     ``settings``, ``source``, ``history``, ``test_accuracy`` (on ``test``, measured now), ``n_test``, and after a
     training ``resumed_segments`` (those of the shipped stage it went on from, see :func:`training_segments`; [] for
     none)."""
@@ -212,7 +212,7 @@ def _trained(model: nn.Module, kind: str, settings: dict[str, Any], test, data_r
 
 
 # ----------------------------------------------------------------------------------------------
-# Training stages: a training longer than a session, carried to the next machine through weights/stages/
+# Training stages: a training longer than a session, carried to the next machine through weights/
 # ----------------------------------------------------------------------------------------------
 
 def training_segments(history: dict[str, list], prior: list[dict], where: str) -> list[dict]:
@@ -249,15 +249,15 @@ def _resume_from_stage(key: str, checkpoint) -> list[dict]:
     f, info = found
     here = cache.read_checkpoint(checkpoint)
     if here is None or here["epoch"] < info["epoch"]:
-        cache.save_checkpoint(cache.load_checkpoint(f), checkpoint)
-        print(f"resuming from the training stage weights/{cache.STAGES}/{f.name} (epoch {info['epoch']} of "
-              f"{info['epochs']})", flush=True)
+        cache.save_checkpoint(cache.load_stage(f), checkpoint)
+        print(f"resuming from the training stage weights/{f.name} (epoch {info['epoch']} of {info['epochs']})",
+              flush=True)
     return info.get("segments", [])
 
 
 def _stage_shipper(settings: dict[str, Any], key: str, name: str, prior: list[dict], device, threads: int):
     """An ``on_epoch`` callback for :func:`~interpretgan.training.train_atta` that ships the checkpoint as the
-    training stage ``weights/stages/<name>`` after each epoch that ends a buffer-reset period (but the last); its
+    training stage ``weights/<name>`` after each epoch that ends a buffer-reset period (but the last); its
     epochs after ``prior``'s count as trained on ``device`` with ``threads``."""
     def on_epoch(state: dict[str, Any]) -> None:
         if at_buffer_reset(state["epoch"], settings.get("reset_every")) and state["epoch"] < settings["epochs"]:
@@ -268,8 +268,8 @@ def _stage_shipper(settings: dict[str, Any], key: str, name: str, prior: list[di
 
 
 def stage_name(settings: dict[str, Any], profile: str = "default") -> str:
-    """File name of these settings' training stage in ``weights/stages/``."""
-    return shipped_name(settings, profile).removesuffix(".safetensors") + ".pt"
+    """File name of these settings' training stage in ``weights/``."""
+    return shipped_name(settings, profile).removesuffix(".safetensors") + ".stage.safetensors"
 
 
 def classifier(profile: str = "default", *, pooling: str = "max", training: str = "natural", seed: int = 0,
@@ -286,7 +286,7 @@ def classifier(profile: str = "default", *, pooling: str = "max", training: str 
     ``training="atta"`` trains adversarially (ATTA-1 + TRADES, the profile's ``atta`` schedule);
     ``dataset="cifar10"`` with ``arch`` "vgg16" | "wrn" gives the CIFAR-10 models of Table 3. Under
     ``torchrun`` every process trains its shard and rank 0 writes the cache. A training resumes from a training
-    stage shipped in ``weights/stages/`` when it is further on than the artifact cache; ``ship_stages=True``
+    stage shipped in ``weights/`` when it is further on than the artifact cache; ``ship_stages=True``
     (maintainers, ATTA) ships one there after each epoch that ends a buffer-reset period, so a training longer than
     a session goes on, on another machine, from the last stage shipped.
     """
@@ -678,7 +678,7 @@ def parse_spec(spec: str) -> dict[str, Any]:
 
 def ship_training_stage(spec: str, profile: str = "default", data_root: str | None = None) -> str:
     """Ship the artifact cache's checkpoint of the ATTA training ``spec`` (see :func:`parse_spec`) as its training
-    stage in ``weights/stages/`` (maintainers' tool, for a run started without ``ship_stages``); the checkpoint's
+    stage in ``weights/`` (maintainers' tool, for a run started without ``ship_stages``); the checkpoint's
     epoch must end a buffer-reset period. Its epochs count as trained on this machine (after those of a shipped
     stage it resumed from). Returns the stage's file name."""
     kw = parse_spec(spec)
@@ -714,12 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--ship-stage", action="store_true",
                     help="train nothing: ship each model's artifact checkpoint (at a buffer reset) as its training "
-                         "stage in weights/stages/, for a run started without stages")
+                         "stage in weights/, for a run started without stages")
     args = ap.parse_args(argv)
     if args.ship_stage:
         for spec in args.models:
-            print(f"{spec}: training stage shipped as weights/{cache.STAGES}/"
-                  f"{ship_training_stage(spec, args.profile, args.data_root)}", flush=True)
+            print(f"{spec}: training stage shipped as weights/{ship_training_stage(spec, args.profile, args.data_root)}",
+                  flush=True)
         return 0
     for spec in args.models:
         try:
