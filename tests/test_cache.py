@@ -82,6 +82,19 @@ def test_unsafe_checkpoint_is_named_moved_aside_and_rebuilt(tmp_path):
     assert torch.equal(cache.read_checkpoint(bad)["x"], torch.ones(2))
 
 
+def test_checkpoint_read_mapped_holds_the_same_and_can_be_replaced(tmp_path):
+    """read_checkpoint(mmap=True), what a resume uses to learn a checkpoint's epoch without reading its tensors,
+    gives the same numbers and tensors as a full read, and the file can be replaced while the mapping lives."""
+    f = tmp_path / "c.pt"
+    saved = {"epoch": 7, "model": {"w": torch.arange(12.0).reshape(3, 4)}, "history": {"loss": [1.5, 0.5]}}
+    cache.save_checkpoint(saved, f)
+    mapped, full = cache.read_checkpoint(f, mmap=True), cache.read_checkpoint(f)
+    assert mapped["epoch"] == full["epoch"] == 7 and mapped["history"] == full["history"]
+    assert torch.equal(mapped["model"]["w"], full["model"]["w"])
+    cache.save_checkpoint({"epoch": 8}, f)
+    assert cache.read_checkpoint(f, mmap=True)["epoch"] == 8 and torch.equal(mapped["model"]["w"], saved["model"]["w"])
+
+
 def test_truncated_checkpoint_is_named(tmp_path):
     f = tmp_path / "c.pt"
     cache.save_checkpoint({"x": torch.ones(1000)}, f)

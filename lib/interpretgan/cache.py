@@ -98,11 +98,13 @@ class RefusedCheckpointWarning(UserWarning):
     """A checkpoint was refused and moved aside; what it held is rebuilt."""
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code (weights_only=True).
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code (weights_only=True). With
+    ``mmap`` its tensors stay in the file until read (for a caller that only wants its numbers, such as the epoch).
     Raises :class:`CheckpointError` naming the file when safe loading refuses it or it cannot be read."""
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError:
         raise CheckpointError(f"{path} was refused as unsafe: it holds Python objects that safe loading "
                               f"(weights_only=True) will not unpickle; this package never writes such files. "
@@ -112,14 +114,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                    mmap: bool = False) -> dict[str, Any] | None:
     """:func:`load_checkpoint`, or None when the file is missing or refused: a refused file is moved aside to
     ``<name>.refused`` (a :class:`RefusedCheckpointWarning` names it and why), so the caller rebuilds it."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
-        return load_checkpoint(path, map_location)
+        return load_checkpoint(path, map_location, mmap=mmap)
     except CheckpointError as err:
         return _refused(path, err)
 
