@@ -2,11 +2,11 @@
 
 Who should use it: maintainers shipping the CIFAR-10 models of ``06_pooling``'s Table 3 (ATTA-1 + TRADES, VGG16
 and the Wide ResNet, max and average pooling, several seeds), and readers who want the full-test-set numbers behind
-the README without re-running hours of attacks. Each model takes about 17 minutes (VGG16, measured) to 35-40 (the
-WRN, from its attack rate) on one CPU core (PGD-100 on 10,000 images is most of it; an interrupted run resumes), and
-the models train over several sessions whose artifact folders do not survive; so each model's evaluation is written
-into its entry of ``weights/MANIFEST.json`` (key ``"table3"``) as soon as it is measured, and the README's Table 3 is
-generated from those records::
+the README without re-running hours of attacks. Each model takes about 17 minutes (VGG16) to 23 (the WRN-10-2) on one
+core of an AMX Xeon, about 47 for the WRN-10-2 on an AMD EPYC (measured; PGD-100 on 10,000 images is most of it; an
+interrupted run resumes), and the models train over several sessions whose artifact folders do not survive; so each
+model's evaluation is written into its entry of ``weights/MANIFEST.json`` (key ``"table3"``) as soon as it is
+measured, and the README's Table 3 is generated from those records::
 
     OMP_NUM_THREADS=1 taskset -c 0 python -m interpretgan.table3 wrn:max:0   # one per core, side by side
     OMP_NUM_THREADS=1 taskset -c 1 python -m interpretgan.table3 wrn:avg:0
