@@ -96,7 +96,7 @@ def test_trimmed_evaluation_puts_clean_and_full_attacks_on_every_image(weak_mode
 
 
 def test_fewer_images_for_one_attack_lie_inside_the_subset_and_line_up(weak_model, test_set, tmp_path, monkeypatch):
-    """The default profile's PGD-100 on 500 of Table 3's 1,000: an attack in ``fewer`` runs on a fixed random part of
+    """The default profile's PGD-100 on 250 of Table 3's 1,000: an attack in ``fewer`` runs on a fixed random part of
     the subset (the same images as attacking that part alone), its count in ``n_images``, its positions kept, and
     ``correct_at`` gives its flags at the masking checks' positions (a smaller draw of the same seed lies inside it)
     and refuses positions it never attacked."""
@@ -145,7 +145,7 @@ def test_study_images_follow_the_profile_or_the_override(test_set):
     big = type(test_set)(torch.zeros(3_000, 1, 1, 1, dtype=torch.uint8), torch.zeros(3_000, dtype=torch.long),
                          torch.arange(3_000), "big")
     test, full, fewer = study_images(default, "cifar10", big)
-    assert len(test) == 1_000 and full == ("fgsm",) and fewer == {"pgd100": 500}  # the profile's trim
+    assert len(test) == 1_000 and full == ("fgsm",) and fewer == {"pgd100": 250}  # the profile's trim
     assert test.indices.tolist() == big.subset(1_000).indices.tolist()  # the same fixed subset every time
     test, full, fewer = study_images(default, "cifar10", big, 120)
     assert len(test) == 120 and full == ("fgsm",) and fewer == {}  # a count asked for: every iterative attack on it

@@ -257,8 +257,8 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_fewer={"pgd100": 500},
-                       n_cifar_apgd=500, cifar_seeds=(0, 1, 2),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_fewer={"pgd100": 250},
+                       n_cifar_apgd=250, cifar_seeds=(0, 1, 2),
                        gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),
@@ -277,7 +277,8 @@ PROFILES = {
                               "critic update, EMA 0.999)",
                               "CIFAR-10 (JPEG copy): the authors' ATTA schedule (38 epochs) on all 50,000 training "
                               "images, VGG16 at 3/8 width and WRN-10-2, 3 seeds; clean accuracy and FGSM on all "
-                              "10,000 test images, PGD-20 / PGD-100 / M-PGD-20 on a fixed 1,000 (paper: VGG16 and "
+                              "10,000 test images, PGD-20 / M-PGD-20 on a fixed 1,000, PGD-100 and the masking checks "
+                              "on 250 of those (paper: VGG16 and "
                               "WRN-34-10, every attack on all 10,000)")),
     "paper": Profile("paper", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=None,
                      notes=("the paper's settings: 10 epochs, lr 0.01 then 0.001; attacks on all 10,000 test images",
