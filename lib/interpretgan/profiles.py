@@ -233,8 +233,9 @@ DEFAULT_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(64, 64, 32, 32), ba
                                      ema=0.99, critic_steps=2, checkpoint_every=6_000, distill_images=6_400,
                                      latent_match=10.0),
                          layers={"conv1": {"latent_match": 3.0, "images": (0, 0, 0, 40_000)}})
-#: CIFAR-10 at the default profile: the paper's layouts at the sizes one CPU core trains in about 80 minutes at
-#: the authors' 38-epoch schedule with bf16 autocast (VGG16 at 3/8 width, 2.1 M parameters; WRN-10-2, 0.3 M).
+#: CIFAR-10 at the default profile: the paper's layouts at sizes one CPU core trains at the authors' 38-epoch
+#: schedule with bf16 autocast in two to four and a half hours (VGG16 at 3/8 width, 2.1 M parameters: 113-139 min on
+#: an AMX Xeon core; WRN-10-2, 0.3 M: 155-164 min there, 260-272 on an AMD EPYC core), and 12 of them fit weights/.
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.375},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 2}}
 
