@@ -238,6 +238,9 @@ DEFAULT_PRIOR = GANPrior(GANSettings(code_dim=128, channels=(64, 64, 32, 32), ba
 #: an AMX Xeon core; WRN-10-2, 0.3 M: 155-164 min there, 260-272 on an AMD EPYC core), and 12 of them fit weights/.
 DEFAULT_CIFAR_ARCHS = {"vgg16": {"arch": "vgg16", "width": 0.375},
                        "wrn": {"arch": "wrn", "depth": 10, "widen_factor": 2}}
+#: Test images of the default profile's trimmed CIFAR-10 run that PGD-100 and the masking checks share (a fixed random
+#: part of ``n_cifar_test``): one number, so that the worst case counts every attack on every checked image.
+DEFAULT_CIFAR_CHECKED = 250
 
 PROFILES = {
     "smoke": Profile("smoke", n_train=20_000, epochs=1, lr=0.01, lr_milestones=(), n_test=1_000, n_attack=100,
@@ -258,8 +261,8 @@ PROFILES = {
                             "ATTA: 4,000 MNIST / 512 CIFAR-10 images, 1 epoch, one seed")),
     "default": Profile("default", n_train=None, epochs=10, lr=0.01, lr_milestones=(5,), n_test=None, n_attack=2_000,
                        atta=DEFAULT_ATTA, cifar_archs=DEFAULT_CIFAR_ARCHS, pooling_seeds=(0, 1, 2), n_pooling=2_000,
-                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",), cifar_fewer={"pgd100": 250},
-                       n_cifar_apgd=250, cifar_seeds=(0, 1, 2),
+                       n_apgd=1_000, apgd_steps=50, n_cifar_test=1_000, cifar_full=("fgsm",),
+                       cifar_fewer={"pgd100": DEFAULT_CIFAR_CHECKED}, n_cifar_apgd=DEFAULT_CIFAR_CHECKED, cifar_seeds=(0, 1, 2),
                        gan=GANSettings(code_dim=128, channels=(64, 64, 32, 32), batch_size=64,
                                 images=(3_000, 3_000, 9_000, 36_000), ema=0.99, critic_steps=2,
                                 checkpoint_every=6_000),
